@@ -1,0 +1,1 @@
+"""Agent backends: each proposes one edit per experiment behind `Agent.propose`."""

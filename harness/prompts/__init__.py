@@ -1,0 +1,1 @@
+"""Packaged prompt templates (markdown files read with importlib.resources)."""
