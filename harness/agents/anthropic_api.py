@@ -1,0 +1,224 @@
+"""The `anthropic` backend: the official SDK's Messages API with file tools, a few turns per
+experiment. The client is injected (`client_factory`), so tests point a real client at a local
+stand-in. Retries follow ERRORS below, never the SDK's own policy (it is set to max_retries=0).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from harness import pricing
+from harness.agents.base import AgentContext, Proposal, Usage
+from harness.agents.claude import describe, full_prompt, system_guidance
+from harness.agents.edit_tools import TOOLS, EditTools, ToolError
+from harness.caps import Caps
+from harness.config import AgentSettings
+from harness.errors import AgentError, AgentSetupError
+from harness.llmlog import LlmLog, PendingCall
+
+DEFAULT_MODEL = "claude-sonnet-4-6"
+DEFAULT_SUMMARY_MODEL = "claude-haiku-4-5"
+MAX_OUTPUT_TOKENS = 8_192
+MAX_RETRIES = 4
+
+
+@dataclass(frozen=True)
+class ErrorRule:
+    retryable: bool
+    message: str  # what the user reads (after "anthropic: ")
+
+
+# Status code (or failure kind) -> what to do. Unlisted 5xx retry; unlisted 4xx do not.
+ERRORS: dict[int | str, ErrorRule] = {
+    400: ErrorRule(False, "the API rejected the request"),
+    401: ErrorRule(False, "the API key was rejected: check ANTHROPIC_API_KEY"),
+    403: ErrorRule(False, "this key may not use this model or feature"),
+    404: ErrorRule(False, "unknown model or endpoint: check --model"),
+    413: ErrorRule(False, "the request is too large"),
+    429: ErrorRule(True, "rate limited"),
+    500: ErrorRule(True, "the API had an internal error"),
+    502: ErrorRule(True, "bad gateway"),
+    503: ErrorRule(True, "the API is unavailable"),
+    504: ErrorRule(True, "the API gateway timed out"),
+    529: ErrorRule(True, "the API is overloaded"),
+    "connection": ErrorRule(True, "could not reach the API"),
+    "timeout": ErrorRule(True, "the API call timed out"),
+}
+
+
+def classify(exc: BaseException) -> ErrorRule | None:
+    """The rule for an SDK exception, or None if it is not an API error at all."""
+    import anthropic
+
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ERRORS["timeout"]
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ERRORS["connection"]
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        return ERRORS.get(status) or ErrorRule(status >= 500, f"the API answered HTTP {status}")
+    return None
+
+
+def default_client_factory() -> Any:
+    try:
+        import anthropic
+    except ModuleNotFoundError:
+        raise AgentSetupError("the anthropic package is missing: pip install 'auto-log-research[anthropic]'") from None
+    if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+        raise AgentSetupError("ANTHROPIC_API_KEY is not set: export it, or choose --agent claude or offline")
+    return anthropic.Anthropic(max_retries=0)
+
+
+def _error_detail(exc: BaseException) -> str:
+    """The API's own error message when it sent one, else the exception text."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict) and body["error"].get("message"):
+        return str(body["error"]["message"])
+    return getattr(exc, "message", None) or str(exc)
+
+
+def _block_dicts(content: Any) -> list[dict]:
+    return [b.model_dump(exclude_none=True) if hasattr(b, "model_dump") else dict(b) for b in content]
+
+
+@dataclass(frozen=True)
+class CallResult:
+    content: list[dict]
+    stop_reason: str | None
+    usage: Usage
+
+
+class AnthropicAgent:
+    name = "anthropic"
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        log: LlmLog,
+        caps: Caps | None = None,
+        *,
+        client_factory: Callable[[], Any] = default_client_factory,
+        backoff_s: float = 1.0,
+        max_retries: int = MAX_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.settings = settings
+        self.log = log
+        self.caps = caps or Caps(settings.max_cost, settings.max_tokens)
+        self.client_factory = client_factory
+        self.backoff_s = backoff_s
+        self.max_retries = max_retries
+        self.sleep = sleep
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            # Whatever client we are handed, our retry table is the only retry policy in force.
+            self._client = self.client_factory().with_options(max_retries=0)
+        return self._client
+
+    # --- one experiment ----------------------------------------------------------------------
+
+    def propose(self, ctx: AgentContext) -> Proposal:
+        model = self.settings.model or DEFAULT_MODEL
+        tools = EditTools(ctx.workdir, ctx.archive_dir, ctx.target.editable, ctx.notes_files)
+        system = [{"type": "text", "text": system_guidance(), "cache_control": {"type": "ephemeral"}}]
+        # The prompt is the stable prefix of every later turn: cache it too.
+        messages: list[dict] = [{"role": "user", "content": [
+            {"type": "text", "text": full_prompt(ctx), "cache_control": {"type": "ephemeral"}}]}]
+        usage, last_text, turns = Usage(), "", 0
+        while turns < self.settings.max_turns and tools.finished is None:
+            turns += 1
+            result = self._call(ctx.experiment, "propose", model, system, messages, TOOLS)
+            usage += result.usage
+            messages.append({"role": "assistant", "content": result.content})
+            last_text = "\n".join(b["text"] for b in result.content if b.get("type") == "text") or last_text
+            uses = [b for b in result.content if b.get("type") == "tool_use"]
+            if not uses:
+                break
+            messages.append({"role": "user", "content": [self._run_tool(tools, b) for b in uses]})
+        if tools.finished is None and turns >= self.settings.max_turns and not tools.changed:
+            raise AgentError(f"no edit after {turns} model turns (--max-turns {self.settings.max_turns})")
+        description = tools.finished or describe(last_text)
+        return Proposal(
+            description=describe(description),
+            usage=usage,
+            details={"turns": turns, "files_changed": sorted(tools.changed), "finished": tools.finished is not None,
+                     "model": model},
+        )
+
+    @staticmethod
+    def _run_tool(tools: EditTools, block: dict) -> dict:
+        try:
+            output, is_error = tools.run(block["name"], block.get("input")), False
+        except ToolError as e:
+            output, is_error = f"error: {e}", True
+        return {"type": "tool_result", "tool_use_id": block["id"], "content": output, "is_error": is_error}
+
+    # --- the optional summary stage ----------------------------------------------------------
+
+    def summarize(self, prompt: str, experiment: int | None = None, max_tokens: int = 1_024) -> str:
+        """One tool-less call with the cheaper summary model (notes, run summaries)."""
+        model = self.settings.summary_model or DEFAULT_SUMMARY_MODEL
+        result = self._call(experiment, "summary", model, None, [{"role": "user", "content": prompt}], None,
+                            max_tokens=max_tokens)
+        return "\n".join(b["text"] for b in result.content if b.get("type") == "text")
+
+    # --- the one place that calls the model --------------------------------------------------
+
+    def _call(self, experiment: int | None, stage: str, model: str, system: list | None, messages: list,
+              tools: list | None, max_tokens: int = MAX_OUTPUT_TOKENS) -> CallResult:
+        request: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
+        if system:
+            request["system"] = system
+        if tools:
+            request["tools"] = tools
+        prompt_chars = len(str(system or "")) + len(str(messages)) + len(str(tools or ""))
+        self.caps.check_call(model, prompt_chars, max_tokens)
+        client = self.client
+        with self.log.call(experiment=experiment, backend=self.name, stage=stage, model=model,
+                           prompt=messages) as call:
+            call.note = pricing.lookup(model).note
+            response = self._create_with_retries(client, request, call)
+            content = _block_dicts(response.content)
+            usage = self._usage(model, response.usage)
+            call.response = content
+            call.tool_calls = [{"name": b["name"], "input": b.get("input")} for b in content if b.get("type") == "tool_use"]
+            call.tokens_in, call.tokens_out = usage.tokens_in, usage.tokens_out
+            call.tokens_cached, call.cost_usd = usage.tokens_cached, usage.cost_usd
+            self.caps.add(usage.cost_usd, usage.tokens)
+        return CallResult(content, response.stop_reason, usage)
+
+    def _create_with_retries(self, client: Any, request: dict, call: PendingCall) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return client.messages.create(**request)
+            except Exception as e:  # classified below; anything not an API error is re-raised
+                rule = classify(e)
+                if rule is None:
+                    raise
+                detail = _error_detail(e)
+                if not rule.retryable or attempt >= self.max_retries:
+                    tries = f" after {attempt + 1} tries" if rule.retryable else ""
+                    call.error = f"anthropic: {rule.message}{tries}: {detail}"
+                    if getattr(e, "status_code", None) == 401:
+                        raise AgentSetupError(call.error, hint="set ANTHROPIC_API_KEY to a valid key") from None
+                    raise AgentError(call.error) from None
+                call.retries += 1
+                self.sleep(min(60.0, self.backoff_s * 2**attempt))
+                attempt += 1
+
+    @staticmethod
+    def _usage(model: str, u: Any) -> Usage:
+        uncached = int(getattr(u, "input_tokens", 0) or 0)
+        written = int(getattr(u, "cache_creation_input_tokens", 0) or 0)
+        read = int(getattr(u, "cache_read_input_tokens", 0) or 0)
+        out = int(getattr(u, "output_tokens", 0) or 0)
+        return Usage(uncached + written + read, out, read, pricing.cost(model, uncached, out, written, read))

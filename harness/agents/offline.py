@@ -1,0 +1,467 @@
+"""The `offline` agent: a deterministic, non-LLM researcher that turns one knob per experiment.
+
+Each proposal, in order of preference:
+1. the top pending `KNOB = value` idea of ideas_queue.md whose knob exists and whose resulting
+   configuration was never tried;
+2. otherwise one knob of the current (best) file moved one step. The step adapts to what the
+   ledger says about that knob: after a kept change it goes further the same way with a bigger
+   step; after a discard it tries the other side; when both sides failed it shrinks the step.
+
+It keeps no state of its own: its memory is the ledger (results.tsv) plus the editable file of
+every attempt (`git show <commit>:<file>`, or the archive's snapshot), so it survives kill -9,
+resets and switching agents. It never proposes a configuration that any earlier attempt used.
+
+Which knobs it turns: numeric UPPER_CASE module-level constants (harness/knobs.py), except
+- a line marked `# harness: fixed`;
+- names that only change logging, evaluation, seeding or budget accounting (SEED, LOG_*, EVAL_*,
+  *_EVERY, *_INTERVAL, UNCHARGED_*, *BUDGET*, ...), which would measure noise or game the budget.
+Knobs that usually matter in a short budget (learning rates, schedule fractions, model size,
+batch size, weight decay) come first, each with the direction a short budget tends to favour.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import knobs as kn
+from harness.agents.base import AgentContext, Proposal
+from harness.errors import AgentError, UsageError
+from harness.ledger import Ledger, Row
+from harness.notes import Idea, Notes
+from harness.repo import ATTEMPT_REFS, Repo
+
+STEP = 1.5  # the base multiplicative step (×1.5 / ÷1.5); level L moves by STEP ** (2 ** L)
+MIN_LEVEL, MAX_LEVEL = -3, 2
+FALLBACK_LEVELS = (0, -1, -2, -3, 1, 2)
+
+_SKIP = re.compile(
+    r"SEED|(^|_)LOG(_|$)|LOGGING|(^|_)EVAL(_|$)|EVERY|INTERVAL|VERBOSE|DEBUG|PRINT|SAVE|CHECKPOINT|"
+    r"UNCHARGED|BUDGET|TIME_LIMIT|^T_START$|NUM_WORKERS|PROFILE"
+)
+# (pattern, first direction, why): earlier rows are tried first. Directions are the usual
+# lessons of short, wall-clock-bounded runs: fewer, larger steps lose to more, hotter ones.
+_PRIORS: tuple[tuple[str, int, str], ...] = (
+    (r"^MATRIX_LR$|^LR$|^LEARNING_RATE$|^PEAK_LR$", +1, "short budgets usually favour a higher LR"),
+    (r"^DEPTH$|N_LAYERS?$|NUM_LAYERS?$|^LAYERS$", -1, "a smaller model takes more steps in the same time"),
+    (r"WARMDOWN|COOLDOWN|DECAY_RATIO", +1, "a longer LR decay often helps short runs"),
+    (r"_LR$|^LR_|LEARNING_RATE", +1, "short budgets usually favour a higher LR"),
+    (r"MODEL_DIM|N_EMBD|D_MODEL|WIDTH|HIDDEN_SIZE|EMBED_DIM", -1, "a smaller model takes more steps in the same time"),
+    (r"WEIGHT_DECAY|^WD$", +1, "some weight decay often regularizes"),
+    (r"TOTAL_BATCH|^BATCH_SIZE$|BATCH_TOKENS", -1, "smaller batches mean more optimizer steps"),
+    (r"WARMUP", -1, "short runs waste little time warming up"),
+    (r"FINAL_LR|MIN_LR|LR_FRAC", +1, "a non-zero final LR keeps learning to the end"),
+    (r"MOMENTUM|BETA", +1, "momentum is a cheap knob to probe"),
+    (r"MLP_RATIO|HEAD_DIM|N_HEAD", -1, "a cheaper block takes more steps in the same time"),
+    (r"SEQ_LEN|BLOCK_SIZE|CONTEXT_LEN", -1, "shorter sequences are cheaper per token"),
+    (r"DEVICE_BATCH|MICRO_BATCH", -1, "the micro-batch sets throughput"),
+)
+_FRACTION = re.compile(r"RATIO|FRAC|FRACTION|BETA|MOMENTUM|DROPOUT|PROB|PCT|RATE_DECAY")
+_ZERO_START = {True: 0.05, False: 0.1}  # first non-zero value of a knob at 0.0 (fraction?, other)
+
+
+# --- the knobs' value spaces ----------------------------------------------------------------
+
+
+def is_tunable(knob: kn.Knob) -> bool:
+    """May the offline agent turn this knob? (Not fixed, not logging/seed/budget.)"""
+    return not knob.fixed and not _SKIP.search(knob.name)
+
+
+def prior(name: str) -> tuple[int, int, str]:
+    """(rank, first direction, why) for a knob name; unknown names come last, upward."""
+    for rank, (pattern, direction, why) in enumerate(_PRIORS):
+        if re.search(pattern, name):
+            return rank, direction, why
+    return len(_PRIORS), +1, "probing a knob not tried yet"
+
+
+def _space(name: str, value: int | float, kind: str) -> str:
+    if kind == "int":
+        if value >= 16 and value & (value - 1) == 0:
+            return "pow2"  # batch sizes, widths: stay powers of two
+        return "add" if abs(value) < 16 else "log"
+    if value == 0:
+        return "zero"
+    if _FRACTION.search(name) and 0 < value < 1:
+        return "logit"  # fractions stay inside (0, 1)
+    return "log"
+
+
+def step_value(name: str, value: int | float, kind: str, direction: int, level: int) -> int | float | None:
+    """`value` moved one step of `level` in `direction`, or None if that leaves its bounds."""
+    space, size = _space(name, value, kind), 2.0**level
+    if space == "add":
+        new = int(value) + direction * max(1, round(size))
+        return new if new >= min(1, int(value)) and new != value else None
+    if space == "pow2":
+        new = int(value * 2.0 ** (direction * max(1, round(size))))
+        return new if new >= 1 and new != value else None
+    if space == "zero":
+        return kn.tidy(_ZERO_START[bool(_FRACTION.search(name))] * size) if direction > 0 else None
+    step = direction * math.log(STEP) * size
+    if space == "logit":
+        x = math.log(value / (1 - value)) + step
+        new = kn.tidy(1 / (1 + math.exp(-x)))
+        return new if 0 < new < 1 and new != value else None
+    new = math.copysign(math.exp(math.log(abs(value)) + step), value)
+    if kind == "int":
+        new = round(new)
+        return new if new >= 1 and new != value else None
+    new = kn.tidy(new)
+    return new if new != value else None
+
+
+def step_level(name: str, old: int | float, new: int | float, kind: str) -> int:
+    """The level of the step that took `old` to `new` (0 = one base step)."""
+    space = _space(name, old, kind)
+    try:
+        if space == "add":
+            units = abs(new - old)
+        elif space == "pow2":
+            units = abs(math.log2(new / old))
+        elif space == "zero":
+            units = abs(new) / _ZERO_START[bool(_FRACTION.search(name))]
+        elif space == "logit":
+            units = abs(math.log(new / (1 - new)) - math.log(old / (1 - old))) / math.log(STEP)
+        else:
+            units = abs(math.log(abs(new) / abs(old))) / math.log(STEP)
+        return max(MIN_LEVEL, min(MAX_LEVEL + 1, round(math.log2(units))))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return 0
+
+
+# --- what was tried: the ledger and the file of every attempt --------------------------------
+
+
+@dataclass(frozen=True)
+class Move:
+    """One pure knob change of an attempt against its parent (no code changed besides)."""
+
+    experiment: int
+    name: str
+    old: int | float
+    new: int | float
+    status: str
+    value: float | None
+    delta: float | None
+    margin: float | None
+
+    @property
+    def direction(self) -> int:
+        return 1 if self.new > self.old else -1
+
+
+@dataclass
+class History:
+    tried: dict[str, int | None] = field(default_factory=dict)  # fingerprint -> experiment
+    moves: list[Move] = field(default_factory=list)  # pure knob changes, ledger order
+    rows: list[Row] = field(default_factory=list)
+    direction: str = "min"
+
+    def moves_of(self, name: str, single: bool = True) -> list[Move]:
+        counts: dict[int, int] = {}
+        for m in self.moves:
+            counts[m.experiment] = counts.get(m.experiment, 0) + 1
+        return [m for m in self.moves if m.name == name and (not single or counts[m.experiment] == 1)]
+
+
+def fingerprint(source: str) -> str:
+    """Identity of a configuration: the file's syntax tree (comments and spacing do not count)."""
+    try:
+        text = ast.dump(ast.parse(source))
+    except SyntaxError:
+        text = source
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class _Files:
+    """The editable file as of any commit: git first, then the archive's snapshot."""
+
+    def __init__(self, repo: Repo | None, archive_dir: Path, path: str):
+        self.repo, self.archive_dir, self.path = repo, archive_dir, path
+        self._cache: dict[str, str | None] = {}
+
+    def at(self, commit: str) -> str | None:
+        if not commit or commit == "-":
+            return None
+        if commit not in self._cache:
+            text = self.repo.show(commit, self.path) if self.repo is not None else None
+            if text is None:
+                for name in (commit, commit[:7], commit[:12]):
+                    snapshot = self.archive_dir / name / Path(self.path).name
+                    if snapshot.is_file():
+                        text = snapshot.read_text(encoding="utf-8", errors="replace")
+                        break
+            self._cache[commit] = text
+        return self._cache[commit]
+
+
+def _values(source: str | None) -> dict[str, int | float] | None:
+    if source is None:
+        return None
+    try:
+        return {k.name: k.value for k in kn.read_knobs(source).values()}
+    except SyntaxError:
+        return None
+
+
+def build_history(rows: list[Row], files: _Files, extra_commits: list[str], direction: str = "min") -> History:
+    history = History(rows=rows, direction=direction)
+    last_kept: str | None = None
+    for row in rows:
+        text = files.at(row.commit)
+        if text is not None:
+            history.tried.setdefault(fingerprint(text), row.experiment)
+        parent = files.at(row.parent) if row.parent not in ("", "-") else None
+        if parent is None and last_kept is not None:
+            parent = files.at(last_kept)
+        if row.kept and text is not None:
+            last_kept = row.commit
+        history.moves += _moves(row, parent, text)
+    for commit in extra_commits:  # attempts committed but maybe never recorded (kill -9)
+        text = files.at(commit)
+        if text is not None:
+            history.tried.setdefault(fingerprint(text), None)
+    return history
+
+
+def _moves(row: Row, parent: str | None, text: str | None) -> list[Move]:
+    old, new = _values(parent), _values(text)
+    if old is None or new is None or parent is None or text is None:
+        return []
+    changed = [n for n in new if n in old and new[n] != old[n]]
+    if not changed:
+        return []
+    replayed = parent
+    for name in changed:
+        replayed = kn.set_knob(replayed, name, new[name])
+    if fingerprint(replayed) != fingerprint(text):
+        return []  # code changed too: not a clean lesson about these knobs
+    return [Move(row.experiment, n, old[n], new[n], row.status, row.value, row.delta, row.margin) for n in changed]
+
+
+# --- the agent -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    old: int | float
+    new: int | float
+    source: str  # the edited file
+    reason: str
+    idea: Idea | None = None
+
+
+class OfflineAgent:
+    """Deterministic knob research; see the module docstring."""
+
+    name = "offline"
+
+    def propose(self, ctx: AgentContext) -> Proposal:
+        path, source = self._editable(ctx)
+        knobs = kn.read_knobs(source)
+        notes = Notes(ctx.archive_dir)
+        history = self._history(ctx, path)
+        history.tried.setdefault(fingerprint(source), None)
+        self._learn(ctx, notes, history)
+        candidate = self._from_ideas(ctx, notes, source, knobs, history) or self._mutation(source, knobs, history)
+        if candidate is None:
+            raise AgentError("no untried configuration left",
+                             hint="add ideas to ideas_queue.md, or switch to an LLM agent")
+        (ctx.workdir / path).write_text(candidate.source, encoding="utf-8")
+        old, new = kn.format_value(candidate.old), kn.format_value(candidate.new)
+        if candidate.idea is not None:
+            description = f"idea: {candidate.name} = {new} ({candidate.reason}; was {old})"
+        else:
+            description = f"{candidate.name} {old} -> {new} ({candidate.reason})"
+        details = {"file": path, "knob": candidate.name, "old": candidate.old, "new": candidate.new}
+        if candidate.idea is not None:
+            details["idea"] = candidate.idea.text
+        return Proposal(description=description, details=details)
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _editable(ctx: AgentContext) -> tuple[str, str]:
+        """The first editable Python file with tunable knobs, and its text."""
+        for rel in ctx.target.editable:
+            file = ctx.workdir / rel
+            if not rel.endswith(".py") or not file.is_file():
+                continue
+            source = file.read_text(encoding="utf-8")
+            try:
+                found = kn.read_knobs(source)
+            except SyntaxError as e:
+                raise AgentError(f"{rel} does not parse (line {e.lineno}); the offline agent edits knobs only",
+                                 hint="fix the file or reset to the best commit") from None
+            if any(is_tunable(k) for k in found.values()):
+                return rel, source
+        raise AgentError(f"no tunable UPPER_CASE numeric knobs in {', '.join(ctx.target.editable)}",
+                         hint="add module-level knobs like `LR = 0.01`, or use an LLM agent")
+
+    @staticmethod
+    def _history(ctx: AgentContext, path: str) -> History:
+        try:
+            repo: Repo | None = Repo(ctx.workdir)
+        except UsageError:  # no git here: archive snapshots still give the history
+            repo = None
+        rows = Ledger(ctx.archive_dir / "results.tsv", ctx.target.metric).rows()
+        extra = list(repo.refs(ATTEMPT_REFS).values()) if repo is not None else []
+        return build_history(rows, _Files(repo, ctx.archive_dir, path), extra, ctx.target.direction)
+
+    # -- learning: insights and ideas from what the ledger says --------------------------------
+
+    def _learn(self, ctx: AgentContext, notes: Notes, history: History) -> None:
+        recorded = [r for r in history.rows if r.commit != "-"]
+        if recorded and notes.insights_path.exists():
+            last = recorded[-1]
+            moves = [m for m in history.moves if m.experiment == last.experiment]
+            if moves and last.status in ("keep", "discard", "crash") and not notes.has_insight(last.experiment):
+                notes.append_insight(_lesson(moves, last, ctx.target.metric, ctx.target.direction),
+                                     last.experiment)
+
+    # -- choosing ------------------------------------------------------------------------------
+
+    def _from_ideas(self, ctx: AgentContext, notes: Notes, source: str, knobs: dict[str, kn.Knob],
+                    history: History) -> Candidate | None:
+        for idea in notes.pending():
+            if idea.assignment is None:
+                continue
+            name, value = idea.assignment
+            knob = knobs.get(name)
+            if knob is None or not is_tunable(knob) or _in_flight(ctx, name, value):
+                continue  # not this agent's to do; leave it for people or an LLM agent
+            if knob.kind == "int" and isinstance(value, float):
+                if not value.is_integer():
+                    continue  # DEPTH = 2.5 is for a person to read, not to apply
+                value = int(value)
+            elif knob.kind == "float":
+                value = float(value)
+            if _same(knob.value, value):
+                notes.mark_idea(idea.text, None, f"already in effect ({name} = {kn.format_value(value)})")
+                continue
+            edited = kn.set_knob(source, name, value)
+            key = fingerprint(edited)
+            if key in history.tried:
+                notes.mark_idea(idea.text, history.tried[key], "already tried (same configuration)")
+                continue
+            reason = idea.why or "from ideas_queue.md"
+            return Candidate(name, knob.value, kn.read_knobs(edited)[name].value, edited, reason, idea)
+        return None
+
+    def _mutation(self, source: str, knobs: dict[str, kn.Knob], history: History) -> Candidate | None:
+        for knob in self._knob_order(knobs, history):
+            for direction, level, why in self._plan(knob, history):
+                new = step_value(knob.name, knob.value, knob.kind, direction, level)
+                if new is None:
+                    continue
+                edited = kn.set_knob(source, knob.name, new)
+                if fingerprint(edited) in history.tried:
+                    continue
+                return Candidate(knob.name, knob.value, kn.read_knobs(edited)[knob.name].value, edited, why)
+        return None
+
+    @staticmethod
+    def _knob_order(knobs: dict[str, kn.Knob], history: History) -> list[kn.Knob]:
+        """A kept knob again at once (exploit); then never-tried knobs by priority; then the one
+        tried longest ago (a rotation that the ledger alone determines)."""
+        tunable = [k for k in knobs.values() if is_tunable(k)]
+        file_order = {k.name: i for i, k in enumerate(tunable)}
+        last_try = {m.name: m.experiment for m in history.moves}
+        ordered = sorted(tunable, key=lambda k: (last_try.get(k.name, -1), prior(k.name)[0], file_order[k.name]))
+        recorded = [r for r in history.rows if r.commit != "-"]
+        if recorded and recorded[-1].status == "keep":
+            won = [m.name for m in history.moves if m.experiment == recorded[-1].experiment]
+            if len(won) == 1 and won[0] in knobs:
+                ordered = [knobs[won[0]]] + [k for k in ordered if k.name != won[0]]
+        return ordered
+
+    @staticmethod
+    def _plan(knob: kn.Knob, history: History) -> list[tuple[int, int, str]]:
+        """(direction, level, why) to try for this knob, best first, from its own record."""
+        moves = history.moves_of(knob.name)
+        first, why_first = prior(knob.name)[1], prior(knob.name)[2]
+        plan: list[tuple[int, int, str]] = []
+        if not moves:
+            plan.append((first, 0, f"first try of this knob; {why_first}"))
+            plan.append((-first, 0, "first try of this knob"))
+        else:
+            last = moves[-1]
+            d, level, word = last.direction, _level(last), _word(last.direction)
+            if last.status == "keep":
+                plan.append((d, level + 1, f"last change of this knob {word} was kept; trying further"))
+                plan.append((d, level, f"last change of this knob {word} was kept; same step again"))
+            else:
+                verdict = "crashed" if last.status == "crash" else "was discarded"
+                previous = moves[-2] if len(moves) > 1 else None
+                if previous and previous.direction == d and previous.status == "keep":
+                    # went too far after a success: the optimum lies between; a smaller step
+                    plan.append((d, level - 1, f"moving it further {word} {verdict}; a smaller step"))
+                elif previous and previous.direction == -d and _level(previous) == level and previous.status != "keep":
+                    side = d if _less_bad(last, previous, history.direction) else -d
+                    plan.append((side, level - 1, f"both directions were discarded; a smaller step {_word(side)}"))
+                    plan.append((-side, level - 1, "both directions were discarded; a smaller step the other way"))
+                else:
+                    plan.append((-d, level, f"moving it {word} {verdict}; trying the other direction"))
+                    plan.append((d, level - 1, f"moving it {word} {verdict}; a smaller step"))
+        for level in FALLBACK_LEVELS:
+            for d in (first, -first):
+                plan.append((d, level, "nearby values were tried; another step size"))
+        return [(d, max(MIN_LEVEL, min(MAX_LEVEL, lv)), why) for d, lv, why in plan]
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def _level(move: Move) -> int:
+    kind = "int" if isinstance(move.old, int) and isinstance(move.new, int) else "float"
+    return step_level(move.name, move.old, move.new, kind)
+
+
+def _word(direction: int) -> str:
+    return "upward" if direction > 0 else "downward"
+
+
+def _less_bad(a: Move, b: Move, direction: str) -> bool:
+    """Did move a do better than move b? A crash is worst; deltas are value minus best."""
+    if a.status == "crash" or a.delta is None:
+        return False
+    if b.status == "crash" or b.delta is None:
+        return True
+    return a.delta < b.delta if direction == "min" else a.delta > b.delta
+
+
+def _same(a: int | float, b: int | float) -> bool:
+    return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(a)), abs(float(b)))
+
+
+def _in_flight(ctx: AgentContext, name: str, value: int | float) -> bool:
+    written = f"{name} = {kn.format_value(value)}"
+    return any(written in d for d in ctx.in_flight)
+
+
+def _lesson(moves: list[Move], row: Row, metric: str, direction: str) -> str:
+    change = ", ".join(f"{m.name} {kn.format_value(m.old)} -> {kn.format_value(m.new)}" for m in moves)
+    if row.status == "crash":
+        why = f": {row.failure[:120]}" if row.failure else ""
+        return f"{change} crashed{why}"
+    value = f"{metric} {row.value:.4f}, " if row.value is not None else ""
+    if row.delta is None:
+        return f"{change} was {'kept' if row.status == 'keep' else 'discarded'} ({value}no delta)"
+    delta, margin = f"Δ {row.delta:+.4f}", row.margin or 0.0
+    gain = -row.delta if direction == "min" else row.delta
+    if row.status == "keep":
+        return f"{change} was kept ({value}{delta}, beyond the noise margin ±{margin:.4f})"
+    if abs(row.delta) <= margin:
+        verdict = f"within noise ±{margin:.4f}"
+    elif gain > 0:
+        verdict = f"better than noise ±{margin:.4f} but not confirmed"
+    else:
+        verdict = f"worse, beyond noise ±{margin:.4f}"
+    return f"{change} was discarded ({value}{delta}, {verdict})"

@@ -1,0 +1,54 @@
+"""What every command shares: finding the repository, turning errors into one-line messages,
+choosing the live or plain view."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from harness.errors import HarnessError
+
+repo_option = click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+                           envvar="HARNESS_REPO", show_default=True, help="The research repository.")
+
+
+def handle_errors(fn):
+    """Show a HarnessError as `error: ...` plus its hint, exit with its code; a traceback only
+    with HARNESS_DEBUG=1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HarnessError as e:
+            if os.environ.get("HARNESS_DEBUG"):
+                traceback.print_exc()
+            click.echo(f"error: {e}", err=True)
+            if e.hint:
+                click.echo(f"  -> {e.hint}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def make_view(quiet: bool):
+    try:
+        from harness.live import make_reporter
+    except ModuleNotFoundError:  # TODO(integration): live.py lands with issue #6
+        def make_reporter(quiet, stream):
+            def report(event):
+                if event.kind == "result":
+                    from harness.listing import row_line
+                    print(row_line(event.data["row"], "val_bpb"), file=stream, flush=True)
+                elif event.kind == "message":
+                    print(event.data["text"], file=stream, flush=True)
+            return report
+    return make_reporter(quiet=quiet, stream=sys.stdout)

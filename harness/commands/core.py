@@ -1,0 +1,136 @@
+"""`harness init | run | loop | status | log | best`: parse options, call the modules, print."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from harness import listing
+from harness.agents.registry import AGENTS, make_agent
+from harness.commands.common import handle_errors, make_view, repo_option
+from harness.loop import StopRules, run_current, run_loop
+from harness.session import init as init_research
+from harness.session import open_lab
+
+
+def _budget(_ctx, _param, value):
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be positive, got {value:g}")
+    return value
+
+
+budget_option = click.option("--budget", type=float, default=None, envvar="HARNESS_BUDGET", callback=_budget,
+                             help="Training seconds per run (default: the target's budget, 300).")
+quiet_option = click.option("--quiet", "-q", is_flag=True, envvar="HARNESS_QUIET",
+                            help="Plain one-line-per-event output, no live view.")
+
+
+@click.command()
+@click.option("--tag", envvar="HARNESS_TAG", help="Names the branch autoresearch/<tag> (default: today's date).")
+@click.option("--baseline-runs", type=int, default=None, envvar="HARNESS_BASELINE_RUNS",
+              help="Runs of the unmodified code to measure noise (default 2).")
+@budget_option
+@quiet_option
+@repo_option
+@handle_errors
+def init(tag, baseline_runs, budget, quiet, repo):
+    """Start a research branch here and measure the baseline and its noise."""
+    view = make_view(quiet)
+    lab = open_lab(repo, {"budget": budget}, view, initialized=False)
+    row = init_research(lab, tag, baseline_runs)
+    noise = lab.noise()
+    click.echo(f"research branch {lab.repo.branch()}: baseline {lab.cfg.target.metric} {row.value:.6f} "
+               f"over {len(row.runs)} runs; {noise.describe()}")
+    click.echo("next: `harness loop` (or `cat program.md | claude -p` with `harness run`)")
+
+
+@click.command()
+@click.option("-m", "--message", "description", help="The hypothesis (commit message) of this attempt.")
+@budget_option
+@quiet_option
+@repo_option
+@handle_errors
+def run(description, budget, quiet, repo):
+    """Run one experiment on the current train.py: commit, train, analyze, decide, record."""
+    lab = open_lab(repo, {"budget": budget}, make_view(quiet))
+    with lab.lock:
+        lab.capture_manifest()
+        row = run_current(lab, description)
+    if row.status in ("crash", "invalid", "violation"):
+        click.echo(f"see {lab.archive / row.commit / 'run.log'}" if row.commit != "-" else row.failure)
+
+
+@click.command()
+@click.option("--agent", type=click.Choice(AGENTS), default=None, envvar="HARNESS_AGENT",
+              help="Who proposes edits (default: offline, or the config's agent).")
+@click.option("--agent-command", envvar="HARNESS_AGENT_COMMAND", help="The program for --agent command.")
+@click.option("--model", envvar="HARNESS_MODEL", help="Proposal model for LLM agents.")
+@click.option("--summary-model", envvar="HARNESS_SUMMARY_MODEL", help="Cheaper model for notes and summaries.")
+@click.option("--max-experiments", type=int, envvar="HARNESS_MAX_EXPERIMENTS", help="Stop after N experiments.")
+@click.option("--hours", type=float, envvar="HARNESS_HOURS", help="Stop after H hours.")
+@click.option("--until", type=float, envvar="HARNESS_UNTIL", help="Stop once the best reaches this value.")
+@click.option("--patience", type=int, envvar="HARNESS_PATIENCE", help="Stop after N experiments without a keep.")
+@click.option("--max-cost", type=float, envvar="HARNESS_MAX_COST", help="Stop before spending more USD on models.")
+@click.option("--max-tokens", type=int, envvar="HARNESS_MAX_TOKENS", help="Stop before using more model tokens.")
+@click.option("--agent-timeout", type=float, envvar="HARNESS_AGENT_TIMEOUT", help="Seconds per agent call.")
+@click.option("--confirm/--no-confirm", default=None, envvar="HARNESS_CONFIRM",
+              help="Re-run a winner with a second seed before keeping it (default on).")
+@budget_option
+@quiet_option
+@repo_option
+@handle_errors
+def loop(agent, agent_command, model, summary_model, max_experiments, hours, until, patience, max_cost, max_tokens,
+         agent_timeout, confirm, budget, quiet, repo):
+    """Run the research loop: propose, commit, train, analyze, decide, record; until a stop."""
+    if agent is None and agent_command:
+        agent = "command"
+    overrides = {"agent": agent, "agent_command": agent_command, "model": model, "summary_model": summary_model,
+                 "max_cost": max_cost, "max_tokens": max_tokens, "agent_timeout": agent_timeout,
+                 "confirm": confirm, "budget": budget}
+    view = make_view(quiet)
+    lab = open_lab(repo, overrides, view)
+    backend = make_agent(lab.cfg.agent, lab.archive)
+    rules = StopRules(max_experiments, hours, until, patience)
+    with lab.lock:
+        lab.capture_manifest()
+        result = run_loop(lab, backend, rules)
+    best = result.best
+    best_text = f"best {lab.cfg.target.metric} {best.value:.6f} ({best.short})" if best and best.value is not None else ""
+    click.echo(f"stopped: {result.reason}. {result.experiments} experiments, {result.kept} kept; {best_text}")
+
+
+@click.command()
+@repo_option
+@handle_errors
+def status(repo):
+    """Best, noise floor, counts, last results, and what is running."""
+    lab = open_lab(repo)
+    click.echo(listing.status_text(lab))
+
+
+@click.command(name="log")
+@click.option("-n", "--limit", type=int, default=None, help="Only the last N attempts.")
+@repo_option
+@handle_errors
+def log_(limit, repo):
+    """One line per attempt: number, commit, status, value, delta vs best, description."""
+    lab = open_lab(repo)
+    click.echo(listing.log_text(lab, limit))
+
+
+@click.command()
+@click.option("--show", is_flag=True, help="Print the best train.py too.")
+@repo_option
+@handle_errors
+def best(show, repo):
+    """The all-time best commit and its value."""
+    lab = open_lab(repo)
+    row = lab.best()
+    click.echo(listing.row_line(row, lab.cfg.target.metric))
+    if show:
+        for name in lab.cfg.target.editable:
+            sys.stdout.write(lab.repo.show(row.commit, name) or "")
+
+
+commands = [init, run, loop, status, log_, best]

@@ -1,0 +1,131 @@
+"""Commands that show the research: `report`, `dashboard`, `notes`. Parsing and printing only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from harness.config import load_config
+from harness.errors import HarnessError, UsageError
+from harness.ledger import Ledger
+from harness.report import Idea, ledger_metric, parse_ideas
+
+T = TypeVar("T")
+
+repo_option = click.option(
+    "--repo", type=click.Path(file_okay=False, path_type=Path), envvar="HARNESS_REPO",
+    help="The research repository (default: the git repository around the current directory).")
+
+
+def find_root(repo: Path | None) -> Path:
+    """The repository root: --repo, else `git rev-parse --show-toplevel` from the cwd."""
+    start = repo or Path.cwd()
+    try:
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, text=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise UsageError(f"cannot run git: {e}", hint="install git") from e
+    if out.returncode != 0:
+        raise UsageError(f"{start} is not inside a git repository", hint="cd into the research repo or pass --repo PATH")
+    return Path(out.stdout.strip())
+
+
+def run_or_exit(fn: Callable[[], T]) -> T:
+    """Turn a HarnessError into its one or two lines and its exit code (no traceback)."""
+    try:
+        return fn()
+    except HarnessError as e:
+        click.echo(f"Error: {e}", err=True)
+        if e.hint:
+            click.echo(e.hint, err=True)
+        sys.exit(e.exit_code or 1)
+
+
+@click.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the HTML (default: .auto-log-research/report.html).")
+@repo_option
+def report(output: Path | None, repo: Path | None) -> None:
+    """Write one self-contained HTML report of the research (opens with no network)."""
+    from harness.report import build_report
+
+    path = run_or_exit(lambda: build_report(find_root(repo), output))
+    click.echo(f"report: {path}")
+
+
+@click.command()
+@click.option("--port", type=int, default=8765, show_default=True, envvar="HARNESS_DASHBOARD_PORT",
+              help="Port to listen on (0 picks a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@repo_option
+def dashboard(port: int, host: str, repo: Path | None) -> None:
+    """Serve the report on a local web page that updates itself as experiments land."""
+    from harness.dashboard import serve
+
+    def ready(url: str) -> None:
+        click.echo(f"dashboard: {url}  (Ctrl-C to stop)")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(f"note: bound to {host}; anyone who can reach it can read the archive", err=True)
+        sys.stdout.flush()
+
+    run_or_exit(lambda: serve(find_root(repo), host, port, ready=ready))
+
+
+@click.command()
+@repo_option
+def notes(repo: Path | None) -> None:
+    """Show insights.md and the ideas queue at a glance (each idea: pending, or tried and its result)."""
+    def show() -> None:
+        cfg = load_config(find_root(repo))
+        archive = cfg.archive_dir
+        console = Console()
+        insights = _read(archive / "insights.md")
+        console.print(Panel(_markdown(insights) if insights.strip() else "[dim]insights.md is empty or missing[/dim]",
+                            title="insights.md", expand=True))
+        ledger = Ledger(archive / "results.tsv", ledger_metric(archive / "results.tsv") or cfg.target.metric)
+        ideas = parse_ideas(_read(archive / "ideas_queue.md"))
+        console.print(ideas_table(ideas, {r.experiment: r for r in ledger.rows()}))
+
+    run_or_exit(show)
+
+
+def ideas_table(ideas: list[Idea], rows: dict) -> Table | str:
+    if not ideas:
+        return "[dim]ideas_queue.md has no ideas (lines like `- [ ] KNOB = value  # why`)[/dim]"
+    table = Table(title="ideas_queue.md", expand=True)
+    for name in ("state", "idea", "why", "result"):
+        table.add_column(name, overflow="fold")
+    for idea in ideas:
+        state = "[green]tried[/green]" if idea.done else "[yellow]pending[/yellow]"
+        result = idea.outcome
+        row = rows.get(idea.experiment) if idea.experiment is not None else None
+        if row is not None:  # the ledger is the truth; the note may be stale
+            value = "no result" if row.value is None else f"{row.value:.6f}"
+            result = f"exp {row.experiment}: {row.status} {value}"
+        # Text(), not markup: an agent wrote these, and a stray `[/x]` would break rich's parser.
+        table.add_row(state, Text(idea.text), Text(idea.why), Text(result), style=None if idea.done else "bold")
+    return table
+
+
+def _markdown(text: str) -> Syntax:
+    """Highlighted but verbatim: rendered markdown would silently drop any HTML the agent wrote."""
+    return Syntax(text.rstrip(), "markdown", word_wrap=True, background_color="default")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+commands = [report, dashboard, notes]

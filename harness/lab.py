@@ -1,0 +1,349 @@
+"""The research state the harness owns, and the steps of one experiment after the agent:
+run (and confirm), analyze, decide, record, reset.
+
+One Lab per repository and process. Everything it knows on start comes from git and the
+archive (results.tsv, refs, the lock), which is what makes resuming after a kill -9 possible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from harness import analysis, integrity, runner
+from harness.agents.base import Usage
+from harness.config import Config
+from harness.decide import NoiseFloor, judge, mean, noise_floor
+from harness.errors import FatalError, UsageError
+from harness.events import Event, Reporter, null_reporter
+from harness.ledger import Ledger, Row
+from harness.lock import Lock
+from harness.metric import read_metric
+from harness.notes import Notes
+from harness.repo import Repo, attempt_ref
+
+SEEDS = (0, 1, 2, 3, 4, 5, 6, 7)  # run i of a commit uses SEEDS[i]: candidate and best share seeds
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """An attempt that has been committed and waits to be run."""
+
+    experiment: int
+    commit: str
+    parent: str
+    description: str
+    agent: str = "-"
+    usage: Usage = field(default_factory=Usage)
+    started: float = field(default_factory=time.time)
+    idea: str | None = None  # the ideas_queue.md line it tests, if any
+
+
+@dataclass(frozen=True)
+class RunResult:
+    value: float | None
+    seed: int
+    run_dir: Path
+    outcome: runner.RunOutcome
+    summary: dict
+    failure: str | None  # one line, e.g. "exception: ValueError ... at train.py:12"
+    untrusted: bool = False  # a value was printed but not by the fixed evaluation
+
+    @property
+    def memory_gb(self) -> float:
+        mb = self.summary.get("peak_memory_mb")
+        return float(mb) / 1024 if isinstance(mb, float) else 0.0
+
+    @property
+    def train_s(self) -> float:
+        s = self.summary.get("training_seconds")
+        return float(s) if isinstance(s, float) else self.outcome.wall_seconds
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Lab:
+    def __init__(self, cfg: Config, repo: Repo, reporter: Reporter = null_reporter):
+        self.cfg = cfg
+        self.repo = repo
+        self.reporter = reporter
+        self.archive = cfg.archive_dir
+        self.ledger = Ledger(self.archive / "results.tsv", cfg.target.metric)
+        self.notes = Notes(self.archive)
+        self.exclude = (cfg.archive_dir_name,)
+        self.lock = Lock(self.archive / "lock")
+        self.stop_event = threading.Event()
+        self.manifest: integrity.Manifest | None = None
+        self._rows: list[Row] | None = None
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def rows(self) -> list[Row]:
+        if self._rows is None:
+            self._rows = self.ledger.rows()
+        return self._rows
+
+    def best(self) -> Row | None:
+        return next((r for r in reversed(self.rows()) if r.kept), None)
+
+    def noise(self) -> NoiseFloor:
+        return noise_floor(self.rows(), self.cfg.noise)
+
+    def emit(self, kind: str, **data) -> None:
+        try:
+            self.reporter(Event(kind, data))
+        except Exception:  # a broken view must never stop the research
+            pass
+
+    @property
+    def meta_path(self) -> Path:
+        return self.archive / "meta.json"
+
+    def read_meta(self) -> dict:
+        try:
+            return json.loads(self.meta_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    # -- checks -------------------------------------------------------------------------------------
+
+    def check_target_files(self) -> None:
+        t = self.cfg.target
+        for name in (*t.editable, *t.immutable):
+            if not (self.repo.root / name).is_file():
+                what = "editable" if name in t.editable else "immutable"
+                raise UsageError(f"{name} ({what} in the target) is missing in {self.repo.root}",
+                                 hint="check the target's files in [tool.harness], or restore the file")
+        if not t.is_default:
+            first = (t.run_command or "").split()[0] if t.run_command else ""
+            if first and not (shutil.which(first) or (self.repo.root / first).exists()):
+                raise UsageError(f"the run command {first!r} was not found", hint="fix `run_command` in the config")
+
+    def prepared_files(self) -> list[Path]:
+        """The data/tokenizer cache files prepare.py made (checked for tampering), or a clear error."""
+        if not self.cfg.target.is_default:
+            return []
+        code = ("import json, sys, prepare\n"
+                "ok = prepare.is_prepared()\n"
+                "print(json.dumps([str(p) for p in prepare.prepared_files()] if ok else None))")
+        proc = subprocess.run([sys.executable, "-c", code], cwd=self.repo.root, capture_output=True, text=True,
+                              env=runner.scrubbed_env(os.environ) | {"PYTHONPATH": str(self.repo.root)})
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise FatalError(f"prepare.py could not be checked: {tail[0]}", hint="run `python prepare.py`")
+        files = json.loads(proc.stdout.strip().splitlines()[-1])
+        if files is None:
+            raise UsageError("the data is not prepared", hint="run `python prepare.py` first (once)")
+        return [Path(p) for p in files]
+
+    def capture_manifest(self) -> None:
+        t = self.cfg.target
+        paths = [*t.immutable, "harness"] if (self.repo.root / "harness").is_dir() else list(t.immutable)
+        self.manifest = integrity.Manifest.capture(self.repo.root, paths, self.prepared_files())
+
+    # -- running -------------------------------------------------------------------------------------
+
+    def run_once(self, experiment: int, run_dir: Path, seed: int, *, budget: float | None = None) -> RunResult:
+        """Train the tree as it is now (HEAD) once, into run_dir, and read a trusted value."""
+        cfg, t = self.cfg, self.cfg.target
+        budget = budget or t.budget
+        if self.manifest:
+            self._enforce_integrity(before=True)
+        self._clear_run_outputs(run_dir)
+        receipt_env, key = integrity.new_receipt_env(run_dir)
+        env = {"ALR_TIME_BUDGET": f"{budget:g}", "ALR_RUN_DIR": str(run_dir), "ALR_SEED": str(seed),
+               "HARNESS_EXPERIMENT": str(experiment), **receipt_env}
+        spec = runner.RunSpec(
+            argv=[sys.executable, t.editable[0]] if t.is_default else None,
+            shell_command=None if t.is_default else t.run_command,
+            cwd=self.repo.root, out_dir=run_dir, env=env,
+            wall_limit_s=budget + cfg.limits.grace_s, memory_mb=cfg.limits.memory_mb,
+            output_cap_bytes=int(cfg.limits.output_cap_mb * 2**20), network=cfg.limits.network,
+        )
+        self.emit("phase", experiment=experiment, phase="training", metrics_path=str(run_dir / "metrics.jsonl"),
+                  budget=budget, seed=seed, worker=0)
+        outcome = runner.run(spec, on_line=lambda line: self.emit("run_line", experiment=experiment, line=line, worker=0),
+                             stop_event=self.stop_event)
+        log = outcome.log_path.read_text(encoding="utf-8", errors="replace") if outcome.log_path.exists() else ""
+        reading = read_metric(t, log, self.repo.root)
+        value, untrusted, failure = reading.value, False, None
+        if self.manifest and self._enforce_integrity(before=False):
+            value, untrusted, failure = None, True, "violation: the run changed files the evaluation depends on (restored)"
+        elif value is not None and t.is_default:
+            verdict = integrity.check_metric(value, Path(receipt_env["ALR_EVAL_RECEIPT"]), key)
+            if not verdict.trusted:
+                value, untrusted, failure = None, True, f"untrusted metric: {verdict.reason}"
+        if failure is None and (not outcome.ok or value is None):
+            tail = log[-20000:]
+            failure = analysis.failure_summary(tail, outcome.returncode, outcome.timed_out, outcome.oom, outcome.signal)
+            failure = failure or f"no_metric: {reading.error}"
+        return RunResult(value, seed, run_dir, outcome, reading.summary, failure, untrusted)
+
+    def _clear_run_outputs(self, run_dir: Path) -> None:
+        """Empty run_dir of an earlier (interrupted) run's outputs; keep the attempt's own files."""
+        keep = {"diff.patch", "prompt.md", *(Path(n).name for n in self.cfg.target.editable)}
+        if run_dir.exists():
+            for item in run_dir.iterdir():
+                if item.name in keep:
+                    continue
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _enforce_integrity(self, *, before: bool) -> bool:
+        """Restore any change to the fixed files. Cache changes are fatal. True if anything changed."""
+        assert self.manifest is not None
+        violations = integrity.verify(self.manifest, self.repo.root)
+        if not violations:
+            return False
+        result = integrity.restore(violations, self.repo.root, manifest=self.manifest)
+        result.raise_if_fatal()
+        where = "before the run" if before else "during the run"
+        self.emit("message", text=f"restored fixed files changed {where}: {', '.join(map(str, violations))}",
+                  level="warn")
+        return True
+
+    # -- one experiment after the agent ----------------------------------------------------------------
+
+    def evaluate(self, att: Attempt) -> Row:
+        """Run an attempt (and its confirmation), decide, record, reset. Returns the ledger row."""
+        best = self.best()
+        if best is None or best.value is None:
+            raise UsageError("no baseline recorded", hint="run `harness init` first")
+        noise = self.noise()
+        run_dir = self.archive / att.commit
+        self.lock.update(phase="training", experiment=att.experiment, base=att.parent, commit=att.commit)
+        first = self.run_once(att.experiment, run_dir, SEEDS[0])
+        results = [first]
+        verdict = judge(first.value, best.value, noise.margin, self.cfg.target, final=not self.cfg.noise.confirm)
+        if verdict.status == "candidate":
+            self.lock.update(phase="confirm")
+            self.emit("phase", experiment=att.experiment, phase="confirm", worker=0)
+            second = self.run_once(att.experiment, run_dir / f"seed{SEEDS[1]}", SEEDS[1])
+            results.append(second)
+            if second.value is None:
+                verdict = judge(None, best.value, noise.margin, self.cfg.target, final=True)
+            else:
+                verdict = judge(mean([first.value, second.value]), best.value, noise.margin, self.cfg.target, final=True)
+        values = tuple(r.value for r in results if r.value is not None)
+        status = verdict.status
+        failure = next((r.failure for r in results if r.failure), "")
+        if status == "crash" and any(r.untrusted for r in results):
+            status = "violation"
+        if status == "crash" and len(results) > 1 and first.value is not None:
+            status, failure = "discard", f"confirmation run failed: {failure}"
+        value = mean(values) if values else None
+        self.emit("phase", experiment=att.experiment, phase="analysis", worker=0)
+        self.lock.update(phase="analysis")
+        self._analyze(first, best, value, status, failure)
+        row = Row(
+            commit=att.commit, value=value, memory_gb=first.memory_gb, status=status,
+            description=att.description, experiment=att.experiment, parent=att.parent, runs=values,
+            delta=None if value is None else value - best.value, margin=noise.margin, best_before=best.value,
+            train_s=sum(r.train_s for r in results), wall_s=time.time() - att.started, agent=att.agent,
+            tokens=att.usage.tokens, cost_usd=att.usage.cost_usd, failure=failure or "", timestamp=now(),
+        )
+        self.record(row, idea=att.idea)
+        return row
+
+    def _analyze(self, run: RunResult, best: Row, value: float | None, status: str, failure: str | None) -> None:
+        prev = next((r for r in reversed(self.rows()) if r.commit != "-" and r.value is not None), None)
+        try:
+            analysis.analyze_run(
+                run.run_dir, best_dir=self.archive / best.commit,
+                prev_dir=self.archive / prev.commit if prev else None,
+                metric=self.cfg.target.metric, direction=self.cfg.target.direction,
+                value=value, status=status, failure=failure)
+        except OSError as e:
+            self.emit("message", text=f"analysis could not be written: {e}", level="warn")
+
+    # -- recording ---------------------------------------------------------------------------------------
+
+    def record(self, row: Row, *, idea: str | None = None) -> None:
+        """Make a decision permanent: the ledger row first (the commit point), then git and notes."""
+        self.lock.update(phase="recording")
+        self.ledger.append(row)
+        self._rows = None
+        if row.commit != "-":
+            self.repo.add_note(row.commit, self.note_text(row))
+        best = self.best()
+        if best is not None and best.value is not None and row.kept:
+            self.notes.update_current_best(best.value, best.commit, best.description, self.noise().margin,
+                                           self.cfg.target.metric, best.runs, self.cfg.target.direction)
+        if idea:
+            self.notes.mark_idea(idea, row.experiment, row.status, row.value)
+        if best is not None and not row.kept:
+            self.reset_to_best()
+        self.lock.update(phase="idle", experiment=None, commit=None)
+        self.emit("result", experiment=row.experiment, row=row, best_value=best.value if best else None,
+                  margin=self.noise().margin, kept=row.kept, worker=0)
+
+    def note_text(self, row: Row) -> str:
+        metric = self.cfg.target.metric
+        value = "none" if row.value is None else f"{row.value:.6f}"
+        lines = [f"{metric}: {value}   status: {row.status}   experiment: {row.experiment}"]
+        if row.delta is not None and row.best_before is not None:
+            lines.append(f"delta vs best: {row.delta:+.6f} (best {row.best_before:.6f}, margin {row.margin or 0:.6f})")
+        if row.runs:
+            lines.append("runs: " + ", ".join(f"{v:.6f}" for v in row.runs))
+        lines.append(f"seconds: train {row.train_s:.1f}, wall {row.wall_s:.1f}   agent: {row.agent}")
+        if row.failure:
+            lines.append(f"failure: {row.failure}")
+        return "\n".join(lines)
+
+    def reset_to_best(self) -> None:
+        """HEAD and the tree back to the all-time best. The user's changes are never destroyed:
+        anything tracked and modified that is not an editable file is stashed first."""
+        best = self.best()
+        if best is None or self.repo.head() == best.commit and not self.repo.changes(self.exclude):
+            return
+        foreign = [c for c in self.repo.changes(self.exclude)
+                   if not c.untracked and c.path not in self.cfg.target.editable]
+        if foreign:
+            self.repo.stash_user_changes("auto-log-research: changes found before a reset")
+            self.emit("message", level="warn",
+                      text=f"stashed uncommitted changes to {', '.join(c.path for c in foreign)} (see `git stash list`)")
+        self.repo.reset_hard(best.commit)
+
+    # -- attempts --------------------------------------------------------------------------------------------
+
+    def commit_attempt(self, experiment: int, description: str) -> str:
+        sha = self.repo.commit(self.cfg.target.editable, description, {"Experiment": str(experiment)})
+        self.repo.set_ref(attempt_ref(experiment), sha)
+        return sha
+
+    def archive_attempt_files(self, att: Attempt, prompt: str | None = None) -> None:
+        """Keep the attempt's file(s), its diff against the parent, and the prompt that led to it."""
+        run_dir = self.archive / att.commit
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.cfg.target.editable:
+            src = self.repo.root / name
+            if src.is_file():
+                shutil.copy2(src, run_dir / Path(name).name)
+        (run_dir / "diff.patch").write_text(self.repo.diff(att.parent, att.commit, self.cfg.target.editable))
+        if prompt:
+            (run_dir / "prompt.md").write_text(prompt)
+
+    def next_experiment(self) -> int:
+        refs = self.repo.refs("refs/auto-log-research/attempts/")
+        nums = [int(r.rsplit("/", 1)[1]) for r in refs if r.rsplit("/", 1)[1].isdigit()]
+        return max([self.ledger.next_experiment(), *(n + 1 for n in nums)])
+
+    def pending_attempts(self) -> list[tuple[int, str]]:
+        """Committed attempts with no ledger row: interrupted before they were recorded."""
+        recorded = {r.experiment for r in self.rows()}
+        out = []
+        for ref, sha in self.repo.refs("refs/auto-log-research/attempts/").items():
+            num = ref.rsplit("/", 1)[1]
+            if num.isdigit() and int(num) not in recorded:
+                out.append((int(num), sha))
+        return sorted(out)

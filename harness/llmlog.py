@@ -1,0 +1,208 @@
+"""The model-call log: every call a backend makes, appended to `<archive>/llm_calls.jsonl`.
+
+Backends wrap each call in `LlmLog.call(...)`; the line is written in a `finally`, so a call that
+raised is logged too (with its error). Secrets are redacted before anything reaches the disk.
+Readers (`read_calls`, `stats`) skip broken lines instead of failing on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.atomic import append_line
+
+FILE_NAME = "llm_calls.jsonl"
+STAGES = ("propose", "summary")
+MAX_FIELD_CHARS = 100_000  # a prompt or reply longer than this is cut in the log (not in the call)
+
+# Each pattern keeps its group 1 and replaces the secret after it.
+_SECRET_PATTERNS = (
+    re.compile(r"(sk-ant-)[A-Za-z0-9_\-]+"),
+    re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=\-]+", re.IGNORECASE),
+    # JSON-encoded header maps: "x-api-key": "value" / "authorization": "value"
+    re.compile(r'((?:x-api-key|authorization)\\?"\s*:\s*\\?")(?:[^"\\]|\\.)*?(?=\\?")', re.IGNORECASE),
+    # header text: x-api-key: value
+    re.compile(r"((?:x-api-key|authorization)\s*[:=]\s*)(?!\\?\")[^\s\",]+", re.IGNORECASE),
+)
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """Remove API keys and auth header values from `text` (JSON stays valid JSON)."""
+    for env in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
+        value = os.environ.get(env)
+        if value and len(value) >= 8:
+            text = text.replace(value, REDACTED)
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+def _cap(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+        return value[:MAX_FIELD_CHARS] + f"... [{len(value) - MAX_FIELD_CHARS} more chars cut]"
+    if isinstance(value, list | tuple | dict):
+        text = json.dumps(value, default=str)
+        if len(text) > MAX_FIELD_CHARS:
+            return _cap(text)
+    return value
+
+
+@dataclass
+class PendingCall:
+    """A call being made: the backend fills it in as it goes; `LlmLog.call` writes it at the end.
+    Mutable on purpose, since its fields become known one by one."""
+
+    experiment: int | None
+    backend: str
+    stage: str
+    model: str | None
+    prompt: Any = None  # the prompt text, or the messages list
+    response: Any = None
+    tool_calls: list[dict] = field(default_factory=list)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_cached: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
+    retries: int = 0
+    note: str | None = None  # e.g. "unknown model; priced at the default tier"
+
+
+class LlmLog:
+    """Appends one JSON line per model call. `session` tags the calls of one loop invocation."""
+
+    def __init__(self, path: Path, session: str | None = None):
+        self.path = Path(path)
+        self.session = session or uuid.uuid4().hex[:12]
+
+    @classmethod
+    def in_archive(cls, archive_dir: Path, session: str | None = None) -> LlmLog:
+        return cls(Path(archive_dir) / FILE_NAME, session)
+
+    @contextmanager
+    def call(
+        self, *, experiment: int | None, backend: str, stage: str, model: str | None, prompt: Any = None
+    ) -> Iterator[PendingCall]:
+        pending = PendingCall(experiment, backend, stage, model, prompt)
+        started = time.monotonic()
+        try:
+            yield pending
+        except BaseException as e:
+            if pending.error is None:
+                pending.error = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            self.write(pending, time.monotonic() - started)
+
+    def write(self, pending: PendingCall, duration_s: float) -> dict:
+        entry = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "session": self.session,
+            **{k: _cap(v) for k, v in asdict(pending).items()},
+            "duration_s": round(duration_s, 3),
+        }
+        entry["cost_usd"] = round(float(entry["cost_usd"]), 6)
+        append_line(self.path, redact(json.dumps(entry, ensure_ascii=False, default=str)))
+        return entry
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    experiment: int | None = None
+    backend: str | None = None
+    stage: str | None = None
+    session: str | None = None
+    limit: int | None = None  # the last N matching calls
+
+    def matches(self, call: dict) -> bool:
+        return (
+            (self.experiment is None or call.get("experiment") == self.experiment)
+            and (self.backend is None or call.get("backend") == self.backend)
+            and (self.stage is None or call.get("stage") == self.stage)
+            and (self.session is None or call.get("session") == self.session)
+        )
+
+
+def read_calls(path: Path, filters: CallFilter | None = None) -> list[dict]:
+    """The logged calls, oldest first; lines that are not JSON objects are skipped."""
+    filters = filters or CallFilter()
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    calls = []
+    for line in lines:
+        try:
+            call = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(call, dict) and filters.matches(call):
+            calls.append(call)
+    if filters.limit is not None:
+        calls = calls[-filters.limit :] if filters.limit > 0 else []
+    return calls
+
+
+@dataclass(frozen=True)
+class CallStats:
+    count: int
+    errors: int
+    tokens_in: int
+    tokens_out: int
+    tokens_cached: int
+    cost_usd: float
+    p50_s: float | None
+    p95_s: float | None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.count if self.count else 0.0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "error_rate": round(self.error_rate, 4)}
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def stats(calls: list[dict]) -> CallStats:
+    durations = [_num(c.get("duration_s")) for c in calls]
+    return CallStats(
+        count=len(calls),
+        errors=sum(1 for c in calls if c.get("error")),
+        tokens_in=int(sum(_num(c.get("tokens_in")) for c in calls)),
+        tokens_out=int(sum(_num(c.get("tokens_out")) for c in calls)),
+        tokens_cached=int(sum(_num(c.get("tokens_cached")) for c in calls)),
+        cost_usd=round(sum(_num(c.get("cost_usd")) for c in calls), 6),
+        p50_s=percentile(durations, 50),
+        p95_s=percentile(durations, 95),
+    )

@@ -1,0 +1,87 @@
+"""Install the real aider CLI (aider-chat) into its own cached virtual environment for tests.
+
+aider-chat pins about a hundred exact dependencies, so it must never share a venv with this
+package. The first call creates `<cache>/aider-venv` and pip-installs a pinned aider-chat there
+(about a minute with PyPI reachable); later calls only check a stamp file. An inter-process file
+lock keeps parallel test workers (or several checkouts sharing a cache) from installing twice.
+
+Cache dir: `$HARNESS_TEST_CACHE` if set, else `<repo>/.cache` (gitignored).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+AIDER_VERSION = os.environ.get("HARNESS_TEST_AIDER_VERSION", "0.86.2")
+INSTALL_TIMEOUT_S = 900.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class AiderInstallError(RuntimeError):
+    """aider-chat could not be installed; the message says why (tests skip with it)."""
+
+
+@dataclass(frozen=True)
+class AiderInstall:
+    binary: Path
+    version: str
+    install_seconds: float | None  # None: it was already cached
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_TEST_CACHE") or REPO_ROOT / ".cache")
+
+
+def ensure_aider(cache: Path | None = None, version: str = AIDER_VERSION) -> AiderInstall:
+    """Return the cached aider binary, installing aider-chat==version first if needed."""
+    venv = (cache or cache_dir()) / "aider-venv"
+    binary = venv / "bin" / "aider"
+    stamp = venv / ".installed"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / "aider-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second installer waits and then finds the stamp
+        if _stamp_ok(stamp, binary, version):
+            return AiderInstall(binary, version, None)
+        started = time.monotonic()
+        _install(venv, version)
+        if not binary.is_file():
+            raise AiderInstallError(f"pip installed aider-chat=={version} but {binary} is missing")
+        stamp.write_text(version, encoding="utf-8")
+        return AiderInstall(binary, version, time.monotonic() - started)
+
+
+def _stamp_ok(stamp: Path, binary: Path, version: str) -> bool:
+    try:
+        return stamp.read_text(encoding="utf-8").strip() == version and binary.is_file()
+    except FileNotFoundError:
+        return False
+
+
+def _install(venv: Path, version: str) -> None:
+    # A fresh venv every time: a half-finished earlier install must not leave mixed versions.
+    _run([sys.executable, "-m", "venv", "--clear", str(venv)], "create the venv")
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    _run([*pip, f"aider-chat=={version}"], f"pip install aider-chat=={version}")
+
+
+def _run(cmd: list[str], what: str) -> None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        raise AiderInstallError(f"could not {what}: timed out after {INSTALL_TIMEOUT_S:.0f} s") from e
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise AiderInstallError(f"could not {what} (exit {proc.returncode}): {tail}")
+
+
+if __name__ == "__main__":
+    # `python tests/support/aider_cli.py`: warm the cache ahead of a test run (CI does this).
+    result = ensure_aider()
+    took = "cached" if result.install_seconds is None else f"installed in {result.install_seconds:.1f} s"
+    print(f"aider-chat {result.version}: {result.binary} ({took})")

@@ -1,0 +1,323 @@
+"""The `aider` backend against the REAL aider CLI (aider-chat in its own cached venv), with the
+model played by a local OpenAI-compatible stand-in. Only the model is fake: aider, litellm, the
+HTTP client, git and the file edits are real. Parsers are also tested on canned text."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from fakes.openai_server import OpenAIServer, error, hang, search_replace, text
+from support.aider_cli import AiderInstallError, ensure_aider
+
+from harness.agents.aider import (
+    AiderAgent,
+    describe_diff,
+    describe_reply,
+    parse_llm_history,
+    parse_usage,
+)
+from harness.agents.base import AgentContext, TargetInfo
+from harness.caps import Caps
+from harness.config import AgentSettings
+from harness.errors import AgentError, AgentSetupError, AgentTimeout, CapExceeded
+from harness.llmlog import LlmLog, read_calls
+
+MODEL = "openai/fake-model"
+TRAIN = "MATRIX_LR = 0.04  # matrix learning rate\nDEPTH = 4\nprint(MATRIX_LR, DEPTH)\n"
+HYPOTHESIS = "Raise MATRIX_LR 0.04 -> 0.05: the loss is still falling fast at the end"
+EDIT = search_replace("train.py", "MATRIX_LR = 0.04  # matrix learning rate",
+                      "MATRIX_LR = 0.05  # matrix learning rate",
+                      say="A slightly higher matrix learning rate should converge faster.") + f"\n{HYPOTHESIS}\n"
+PROMPT_MARKER = "experiment-marker-7f3a"
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def aider_bin() -> str:
+    try:
+        return str(ensure_aider().binary)
+    except AiderInstallError as e:
+        message = f"LOUD SKIP: the real aider CLI (aider-chat) could not be installed: {e}"
+        if os.environ.get("HARNESS_REQUIRE_AIDER"):
+            pytest.fail(message)
+        print(message, file=sys.stderr)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "train.py").write_text(TRAIN)
+    (root / "prepare.py").write_text("FIXED = 1\n")
+    archive = root / ".auto-log-research"
+    archive.mkdir()
+    (archive / "insights.md").write_text("## Current Best\n")
+    (archive / "ideas_queue.md").write_text("- [ ] MATRIX_LR = 0.05  # try\n")
+    (root / ".gitignore").write_text(".auto-log-research/\n")
+    for cmd in (["init", "-q"], ["config", "user.name", "t"], ["config", "user.email", "t@t"],
+                ["add", "-A"], ["commit", "-qm", "base"]):
+        subprocess.run(["git", *cmd], cwd=root, check=True)
+    return root
+
+
+@pytest.fixture
+def server():
+    with OpenAIServer() as s:
+        yield s
+
+
+def aider_env(tmp_path: Path, server: OpenAIServer) -> dict[str, str]:
+    """A fresh HOME, the fake server as the OpenAI endpoint, and a dead proxy for everything
+    else: if aider or litellm tried to reach the internet, the call would fail at once (and the
+    output would show it) instead of quietly succeeding on a machine with network."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return {
+        "HOME": str(home),
+        "OPENAI_API_BASE": server.base_url,
+        "OPENAI_API_KEY": "dummy-key-for-the-fake-server",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "AIDER_CHECK_UPDATE": "false",
+        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+    }
+
+
+def model_metadata(tmp_path: Path) -> Path:
+    """Context size and prices for the fake model, so aider neither fetches litellm's price
+    list from GitHub nor warns about an unknown model; the prices make it print a cost."""
+    path = tmp_path / "model-metadata.json"
+    path.write_text(json.dumps({MODEL: {
+        "max_tokens": 4096, "max_input_tokens": 32000, "max_output_tokens": 4096,
+        "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
+        "litellm_provider": "openai", "mode": "chat"}}))
+    return path
+
+
+def context(repo: Path) -> AgentContext:
+    return AgentContext(workdir=repo, archive_dir=repo / ".auto-log-research", experiment=3,
+                        target=TargetInfo(),
+                        prompt=f"Improve val_bpb by editing train.py. ({PROMPT_MARKER})")
+
+
+def make_agent(repo: Path, binary: str, env: dict, tmp_path: Path, *extra: str, caps: Caps | None = None,
+               **settings) -> AiderAgent:
+    values = {"name": "aider", "model": MODEL, "timeout_s": 120, **settings}
+    # the diff (SEARCH/REPLACE) format: aider would pick "whole" for a model it does not know
+    args = ["--edit-format", "diff", "--model-metadata-file", str(model_metadata(tmp_path)), *extra]
+    return AiderAgent(AgentSettings(**values), LlmLog.in_archive(repo / ".auto-log-research"), caps,
+                      binary=binary, env=env, extra_args=args)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def calls(repo: Path) -> list[dict]:
+    return read_calls(repo / ".auto-log-research" / "llm_calls.jsonl")
+
+
+# --- the real aider --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_aider_applies_the_edit_and_commits_nothing(repo, server, aider_bin, tmp_path):
+    server.enqueue([text(EDIT)])
+    head = git(repo, "rev-parse", "HEAD")
+    caps = Caps(max_cost=5.0)
+    agent = make_agent(repo, aider_bin, aider_env(tmp_path, server), tmp_path, caps=caps)
+
+    started = time.monotonic()
+    proposal = agent.propose(context(repo))
+    print(f"one aider edit took {time.monotonic() - started:.1f} s")
+
+    assert "MATRIX_LR = 0.05  # matrix learning rate" in (repo / "train.py").read_text()
+    assert proposal.description == HYPOTHESIS
+    assert proposal.details["changed_files"] == ["train.py"]
+    # aider committed nothing, staged nothing, and left no files of its own in the repository
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert git(repo, "rev-list", "--count", "--all").strip() == "1"
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == " M train.py\n"
+    assert not list(repo.glob(".aider*"))
+    # the model was sent our prompt and the file to edit
+    (request,) = server.chat_requests
+    sent = json.dumps(request["messages"])
+    assert PROMPT_MARKER in sent and "MATRIX_LR = 0.04" in sent
+    assert request["model"] == "fake-model"
+    # one log line for the aider run, with tokens and the cost aider printed
+    (call,) = calls(repo)
+    assert call["backend"] == "aider" and call["stage"] == "propose" and call["experiment"] == 3
+    assert PROMPT_MARKER in call["prompt"] and "Applied edit to train.py" in call["response"]
+    assert call["tokens_in"] > 500 and call["tokens_out"] > 0 and call["cost_usd"] > 0
+    assert call["error"] is None and call["tool_calls"] == [{"name": "edit", "path": "train.py"}]
+    assert "dummy-key-for-the-fake-server" not in json.dumps(call)
+    assert "HTTPSConnectionPool" not in call["response"]  # no attempt to reach the internet
+    assert proposal.usage.cost_usd == pytest.approx(call["cost_usd"], abs=1e-6)
+    assert caps.spent_cost == pytest.approx(proposal.usage.cost_usd)
+
+
+@pytest.mark.slow
+def test_real_aider_reply_without_edit_is_no_change_over_sse(repo, server, aider_bin, tmp_path):
+    server.enqueue([text("I would not change anything: the learning rate is already tuned.")])
+    # --stream: this run reads the reply as server-sent events instead of one JSON body
+    agent = make_agent(repo, aider_bin, aider_env(tmp_path, server), tmp_path, "--stream")
+
+    proposal = agent.propose(context(repo))
+
+    assert (repo / "train.py").read_text() == TRAIN
+    assert proposal.details["changed_files"] == []
+    assert proposal.description == "I would not change anything: the learning rate is already tuned."
+    assert server.chat_requests[0]["stream"] is True
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert calls(repo)[-1]["error"] is None
+
+
+@pytest.mark.slow
+def test_real_aider_api_error_is_an_agent_error(repo, server, aider_bin, tmp_path):
+    # aider exits 0 after a failed model call; the backend must still report the failure
+    server.enqueue([error(401, "invalid api key")])
+    agent = make_agent(repo, aider_bin, aider_env(tmp_path, server), tmp_path)
+
+    with pytest.raises(AgentError, match="no reply from the model"):
+        agent.propose(context(repo))
+
+    assert (repo / "train.py").read_text() == TRAIN
+    (call,) = calls(repo)
+    assert "no reply" in call["error"] and "AuthenticationError" in call["response"]
+
+
+@pytest.mark.slow
+def test_real_aider_timeout_stops_the_whole_process_group(repo, server, aider_bin, tmp_path):
+    server.enqueue([hang()])
+    env = aider_env(tmp_path, server)
+    timeout = 25.0  # aider needs ~7 s to start on a loaded 2-core box; the rest is the hang
+    agent = make_agent(repo, aider_bin, env, tmp_path, timeout_s=timeout)
+
+    started = time.monotonic()
+    with pytest.raises(AgentTimeout):
+        agent.propose(context(repo))
+    elapsed = time.monotonic() - started
+
+    assert len(server.chat_requests) == 1  # it did reach the model, which never answered
+    assert elapsed < timeout + 10
+    assert processes_with_env("HOME", env["HOME"]) == []
+    (call,) = calls(repo)
+    assert "timed out" in call["error"]
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Live processes whose environment has name=value: here, anything aider started."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if f"{name}={value}".encode() in environ and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+# --- setup errors and caps (no aider run) ----------------------------------------------------
+
+
+def test_missing_binary_is_a_setup_error(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    monkeypatch.delenv("HARNESS_AIDER_BIN", raising=False)
+    agent = AiderAgent(AgentSettings(name="aider", model=MODEL))
+
+    with pytest.raises(AgentSetupError) as info:
+        agent.propose(context(repo))
+
+    assert str(info.value).startswith("aider not found: install it in its own environment with "
+                                      "`uv tool install aider-chat`")
+    assert calls(repo) == []
+
+
+def test_harness_aider_bin_pointing_nowhere_says_where_it_looked(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_AIDER_BIN", str(tmp_path / "no-such-aider"))
+    with pytest.raises(AgentSetupError, match="no-such-aider"):
+        AiderAgent(AgentSettings(name="aider")).propose(context(repo))
+
+
+def test_cost_cap_stops_before_aider_runs(repo, server, tmp_path):
+    binary = tmp_path / "aider"  # never run: the cap check comes first
+    binary.write_text("#!/bin/sh\ntouch ran\n")
+    binary.chmod(0o755)
+    agent = make_agent(repo, str(binary), aider_env(tmp_path, server), tmp_path,
+                       caps=Caps(max_cost=0.0001))
+
+    with pytest.raises(CapExceeded):
+        agent.propose(context(repo))
+
+    assert not (repo / "ran").exists() and calls(repo) == []
+
+
+# --- the fake server speaks both ways --------------------------------------------------------
+
+
+def test_fake_server_answers_json_sse_and_models(server):
+    server.enqueue([text("hello there"), text("streamed reply")])
+    url = server.base_url
+    plain = requests.post(f"{url}/chat/completions", json={"model": "m", "messages": []}, timeout=5).json()
+    assert plain["choices"][0]["message"]["content"] == "hello there"
+    stream = requests.post(f"{url}/chat/completions", timeout=5, json={
+        "model": "m", "messages": [], "stream": True, "stream_options": {"include_usage": True}})
+    events = [line[6:] for line in stream.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "streamed reply"
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
+    assert requests.get(f"{url}/models", timeout=5).json()["data"][0]["id"] == "fake-model"
+    # an under-scripted test fails fast with a 400, which no client retries
+    assert requests.post(f"{url}/chat/completions", json={"messages": []}, timeout=5).status_code == 400
+    assert len(server.unscripted) == 1
+
+
+# --- parsing aider's output (canned text) ----------------------------------------------------
+
+
+def test_parse_usage_sums_messages_and_takes_the_session_cost():
+    output = ("Tokens: 2.1k sent, 45 received. Cost: $0.0069 message, $0.0069 session.\n"
+              "Applied edit to train.py\n"
+              "Tokens: 12k sent, 3.5k cache write, 1.2k cache hit, 300 received.\n"
+              "Cost: $0.04 message, $0.05 session.\n")
+    usage, priced = parse_usage(output)
+    assert (usage.tokens_in, usage.tokens_out, usage.tokens_cached) == (14100, 345, 1200)
+    assert usage.cost_usd == pytest.approx(0.05) and priced
+    assert parse_usage("Tokens: 950 sent, 12 received.\n") [1] is False
+
+
+def test_parse_llm_history_reads_requests_and_replies():
+    history = ("TO LLM 2026-01-01T00:00:00\n-------\nSYSTEM be helpful\nUSER do it\n"
+               "LLM RESPONSE 2026-01-01T00:00:01\nASSISTANT First line.\nASSISTANT\nASSISTANT Second.\n"
+               "TO LLM 2026-01-01T00:00:02\nUSER again\n")
+    assert parse_llm_history(history) == (2, ["First line.\n\nSecond."])
+
+
+def test_describe_prefers_the_closing_line_then_the_first_sentence():
+    assert describe_reply(EDIT) == HYPOTHESIS
+    no_closing = search_replace("train.py", "A = 1", "A = 2", say="Double A. It helps.")
+    assert describe_reply(no_closing) == "Double A."
+    assert describe_reply(search_replace("train.py", "A = 1", "A = 2")) == ""
+
+
+def test_describe_diff_names_the_knobs_that_moved():
+    after = TRAIN.replace("0.04", "0.05").replace("DEPTH = 4", "DEPTH = 6")
+    assert describe_diff({"train.py": TRAIN}, {"train.py": after}) == "MATRIX_LR 0.04 -> 0.05; DEPTH 4 -> 6"
+    assert describe_diff({"train.py": TRAIN}, {"train.py": TRAIN + "x = 1\n"}) == "aider edited train.py"
+    assert describe_diff({"train.py": TRAIN}, {"train.py": TRAIN}) == ""

