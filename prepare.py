@@ -668,7 +668,7 @@ def evaluate_bpb(model: Any, tokenizer: Tokenizer, device: Any = "cpu") -> float
                     raise TypeError(f"evaluate_bpb: model(x) must return logits (B, T, V); got {got}")
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
                 counted = token_bytes[y.flatten()] > 0
-                nats += float((loss * counted).sum())
+                nats += float(torch.where(counted, loss, 0.0).sum())  # a masked-out inf stays out
     finally:
         model.train(was_training)
     bpb = nats / (math.log(2) * total_bytes)

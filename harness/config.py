@@ -5,6 +5,7 @@ environment / command-line options (click passes those in as `overrides`)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"unknown metric reader {t.reader!r}", hint=f"use one of: {', '.join(READERS)}")
     if t.reader in ("regex", "json") and not t.pattern:
         raise ConfigError(f"reader {t.reader!r} needs a pattern", hint="set `pattern` in [tool.harness]")
+    if t.reader == "regex":
+        try:
+            re.compile(t.pattern or "")
+        except re.error as e:
+            raise ConfigError(f"the metric pattern {t.pattern!r} is not a valid regex: {e}") from e
     if t.budget <= 0:
         raise ConfigError(f"budget must be positive, got {t.budget:g}", hint="e.g. --budget 300")
     if not t.editable:

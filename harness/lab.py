@@ -162,7 +162,9 @@ class Lab:
         self._clear_run_outputs(run_dir)
         receipt_env, key = integrity.new_receipt_env(run_dir)
         env = {"ALR_TIME_BUDGET": f"{budget:g}", "ALR_RUN_DIR": str(run_dir), "ALR_SEED": str(seed),
-               "HARNESS_EXPERIMENT": str(experiment), **receipt_env}
+               "HARNESS_EXPERIMENT": str(experiment), **receipt_env,
+               # `python` in a run command means the harness's own interpreter (its venv)
+               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
         spec = runner.RunSpec(
             argv=[sys.executable, t.editable[0]] if t.is_default else None,
             shell_command=None if t.is_default else t.run_command,
@@ -183,10 +185,14 @@ class Lab:
             verdict = integrity.check_metric(value, Path(receipt_env["ALR_EVAL_RECEIPT"]), key)
             if not verdict.trusted:
                 value, untrusted, failure = None, True, f"untrusted metric: {verdict.reason}"
-        if failure is None and (not outcome.ok or value is None):
-            tail = log[-20000:]
-            failure = analysis.failure_summary(tail, outcome.returncode, outcome.timed_out, outcome.oom, outcome.signal)
-            failure = failure or f"no_metric: {reading.error}"
+        # pytest exits 1 when some tests fail: for the pass-rate reader that is a result, not a crash
+        finished = outcome.ok or (t.reader == "pytest" and outcome.returncode == 1)
+        if not finished:
+            value = None
+            failure = failure or analysis.failure_summary(
+                log[-20000:], outcome.returncode, outcome.timed_out, outcome.oom, outcome.signal)
+        if failure is None and value is None:
+            failure = f"no_metric: {reading.error}"
         return RunResult(value, seed, run_dir, outcome, reading.summary, failure, untrusted)
 
     def _clear_run_outputs(self, run_dir: Path) -> None:

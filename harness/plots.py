@@ -215,8 +215,13 @@ def _clip_y(ax: Any, shown: list[np.ndarray], *, low_q: float = 0.0, high_q: flo
 def _figure(rows: int, height: float, *, width: float = WIDTH) -> tuple[Any, list[Any]]:
     from matplotlib.figure import Figure
 
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(width, height), dpi=DPI)
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    for ax in axes:  # every tick is a few artists to lay out: few ticks draw much faster
+        ax.xaxis.set_major_locator(MaxNLocator(6))
+        ax.yaxis.set_major_locator(MaxNLocator(5 if rows == 1 else 3))
     # Margins in inches (not fractions), so labels fit at every figure height.
     fig.subplots_adjust(left=0.8 / width, right=1 - 0.15 / width, top=1 - 0.12 / height, bottom=0.5 / height, hspace=0.12)
     return fig, list(axes)

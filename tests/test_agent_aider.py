@@ -18,6 +18,7 @@ from support.aider_cli import AiderInstallError, ensure_aider
 
 from harness.agents.aider import (
     AiderAgent,
+    build_command,
     describe_diff,
     describe_reply,
     parse_llm_history,
@@ -154,6 +155,7 @@ def test_real_aider_applies_the_edit_and_commits_nothing(repo, server, aider_bin
     (request,) = server.chat_requests
     sent = json.dumps(request["messages"])
     assert PROMPT_MARKER in sent and "MATRIX_LR = 0.04" in sent
+    assert "- [ ] MATRIX_LR = 0.05  # try" in sent  # the notes went in as files too
     assert request["model"] == "fake-model"
     # one log line for the aider run, with tokens and the cost aider printed
     (call,) = calls(repo)
@@ -265,6 +267,20 @@ def test_cost_cap_stops_before_aider_runs(repo, server, tmp_path):
         agent.propose(context(repo))
 
     assert not (repo / "ran").exists() and calls(repo) == []
+
+
+def test_notes_outside_the_worktree_go_in_read_only(repo, tmp_path):
+    inside = build_command("aider", context(repo), AgentSettings(model=MODEL), tmp_path)
+    assert inside[-3:] == [".auto-log-research/insights.md", ".auto-log-research/ideas_queue.md", "train.py"]
+    assert "--no-git" in inside and inside[inside.index("--model") + 1] == MODEL
+
+    archive = tmp_path / "archive-elsewhere"
+    archive.mkdir()
+    (archive / "insights.md").write_text("x\n")
+    ctx = AgentContext(workdir=repo, archive_dir=archive, experiment=1, target=TargetInfo(), prompt="p")
+    outside = build_command("aider", ctx, AgentSettings(), tmp_path)
+    assert outside[-3:] == ["--read", str(archive.resolve() / "insights.md"), "train.py"]
+    assert "--model" not in outside  # no model set: aider picks one from the keys it finds
 
 
 # --- the fake server speaks both ways --------------------------------------------------------

@@ -219,3 +219,15 @@ def test_missing_api_key_is_a_setup_error(repo, monkeypatch):
     agent = registry_agent(AgentSettings(name="anthropic"), repo / ".auto-log-research")
     with pytest.raises(AgentSetupError, match="ANTHROPIC_API_KEY is not set"):
         agent.propose(ctx(repo))
+
+
+def test_connection_errors_are_retried_then_reported(repo):
+    with MessagesServer() as gone:
+        url = gone.base_url  # a port nothing listens on once the server stops
+    agent = AnthropicAgent(AgentSettings(name="anthropic"), LlmLog.in_archive(repo / ".auto-log-research"),
+                           client_factory=lambda: anthropic.Anthropic(base_url=url, api_key=KEY),
+                           backoff_s=0.0, max_retries=2)
+    with pytest.raises(AgentError, match="could not reach the API after 3 tries"):
+        agent.propose(ctx(repo))
+    (call,) = calls(repo)
+    assert call["retries"] == 2 and "could not reach" in call["error"]

@@ -98,6 +98,8 @@ def test_real_claude_edits_train_py_and_is_refused_everything_else(repo, server,
     assert prepare.read_text() == "FIXED = 1\n"
     assert not (repo / "hacked.txt").exists()
     assert "LR 0.01 is low" in insights.read_text()
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    assert status.splitlines() == [" M train.py"]  # Claude Code left nothing else in the tree
     assert proposal.description == "LR 0.01 -> 0.02: the loss curve is still falling steeply"
     assert proposal.details["num_turns"] == 8
     (denial,) = proposal.details["permission_denials"]  # the Edit of prepare.py

@@ -5,6 +5,7 @@ attempt is reset away, as the real loop does. No model, no training."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 from pathlib import Path
@@ -303,3 +304,35 @@ def test_step_values_respect_bounds_and_kinds(name, value, kind, direction, leve
     got = step_value(name, value, kind, direction, level)
     assert got == (pytest.approx(expected) if isinstance(expected, float) else expected)
     assert got is None or type(got) is type(value)
+
+
+def test_knobs_overridden_further_down_on_this_machine_are_left_alone(loop: ScriptedLoop):
+    """run_summary.json of the best run records DEPTH = 8 although the top of the file says 4
+    (an `if device == "cuda":` block, say): turning the top-level DEPTH would change nothing."""
+    summary = {"config": {"DEPTH": 8, "MATRIX_LR": 0.04, "WARMDOWN_RATIO": 0.5}, "device": "cuda"}
+    (loop.archive / loop.best).mkdir(parents=True)
+    (loop.archive / loop.best / "run_summary.json").write_text(json.dumps(summary))
+    names = [loop.step(status="discard")[0].details["knob"] for _ in range(6)]
+    assert "DEPTH" not in names and names[:2] == ["MATRIX_LR", "WARMDOWN_RATIO"]
+
+
+def test_a_crlf_file_keeps_its_line_endings_and_only_one_line_changes(tmp_path: Path):
+    source = TRAIN.replace("\n", "\r\n")
+    loop = ScriptedLoop(tmp_path, source=source)
+    loop.propose()
+    after = (loop.repo / "train.py").read_bytes().decode()
+    assert after.count("\r\n") == source.count("\r\n")
+    diff = [a for a, b in zip(source.split("\r\n"), after.split("\r\n"), strict=True) if a != b]
+    assert diff == ["MATRIX_LR = 0.04             # main LR"]
+
+
+def test_the_archive_snapshot_stands_in_for_a_commit_git_no_longer_has(loop: ScriptedLoop):
+    gone = "d" * 40  # e.g. an attempt made in another clone; only its archive folder is here
+    (loop.archive / gone).mkdir(parents=True)
+    (loop.archive / gone / "train.py").write_text(kn.set_knob(TRAIN, "MATRIX_LR", 0.06))
+    loop.ledger.append(Row(gone, 1.9, 0.1, "discard", "MATRIX_LR up", 1, parent=loop.best, runs=(1.9,),
+                           delta=0.01, margin=MARGIN, best_before=loop.best_value))
+    loop.experiment = 2
+    proposal = loop.propose()
+    assert proposal.description.startswith("DEPTH 4 -> 3")  # MATRIX_LR up was tried: rotate on
+    assert "(exp 1) MATRIX_LR 0.04 -> 0.06 was discarded" in loop.notes.findings()[0]

@@ -162,11 +162,11 @@ def find_aider(binary: str | None = None) -> str:
     return found
 
 
-def _rel(path: Path, workdir: Path) -> str:
+def _inside(path: Path, workdir: Path) -> str | None:
     try:
         return path.resolve().relative_to(workdir.resolve()).as_posix()
     except ValueError:
-        return str(path.resolve())
+        return None
 
 
 def build_command(binary: str, ctx: AgentContext, settings: AgentSettings, scratch: Path,
@@ -183,9 +183,14 @@ def build_command(binary: str, ctx: AgentContext, settings: AgentSettings, scrat
     if settings.summary_model:
         cmd += ["--weak-model", settings.summary_model]
     cmd += list(extra_args)
-    notes = [ctx.archive_dir / n for n in ctx.notes_files if (ctx.archive_dir / n).is_file()]
-    cmd += [*ctx.target.editable, *(_rel(p, ctx.workdir) for p in notes)]
-    return cmd
+    # Notes inside the working tree are editable, as the prompt allows. An editable file outside
+    # it (a worker's worktree, with the archive elsewhere) would move aider's root up to a common
+    # parent, so those notes go in read-only instead.
+    for path in (ctx.archive_dir / name for name in ctx.notes_files):
+        if path.is_file():
+            rel = _inside(path, ctx.workdir)
+            cmd += [rel] if rel else ["--read", str(path.resolve())]
+    return [*cmd, *ctx.target.editable]
 
 
 # --- running it ------------------------------------------------------------------------------

@@ -233,7 +233,8 @@ class ClaudeCodeAgent:
                 raise AgentError(call.error)
         hit_max_turns = result.subtype == "error_max_turns"
         return Proposal(
-            description=describe("" if hit_max_turns else result.text),
+            description=(f"(claude reached --max-turns {self.settings.max_turns} before describing its change)"
+                         if hit_max_turns else describe(result.text)),
             usage=result.usage,
             details={
                 "num_turns": result.num_turns,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -245,6 +246,23 @@ def _moves(row: Row, parent: str | None, text: str | None) -> list[Move]:
     return [Move(row.experiment, n, old[n], new[n], row.status, row.value, row.delta, row.margin) for n in changed]
 
 
+def overridden(archive_dir: Path, rows: list[Row], knobs: dict[str, kn.Knob]) -> set[str]:
+    """Knobs whose value in the best run's run_summary.json config differs from the file's
+    top-level value: code further down (e.g. an `if device == "cuda":` block) overrides them on
+    this machine, so turning them would change nothing."""
+    best = next((r for r in reversed(rows) if r.kept and r.commit != "-"), None)
+    if best is None:
+        return set()
+    try:
+        config = json.loads((archive_dir / best.commit / "run_summary.json").read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    if not isinstance(config, dict):
+        return set()
+    return {name for name, knob in knobs.items()
+            if isinstance(config.get(name), int | float) and not _same(config[name], knob.value)}
+
+
 # --- the agent -------------------------------------------------------------------------------
 
 
@@ -270,11 +288,12 @@ class OfflineAgent:
         history = self._history(ctx, path)
         history.tried.setdefault(fingerprint(source), None)
         self._learn(ctx, notes, history)
+        knobs = {n: k for n, k in knobs.items() if n not in overridden(ctx.archive_dir, history.rows, knobs)}
         candidate = self._from_ideas(ctx, notes, source, knobs, history) or self._mutation(source, knobs, history)
         if candidate is None:
             raise AgentError("no untried configuration left",
                              hint="add ideas to ideas_queue.md, or switch to an LLM agent")
-        (ctx.workdir / path).write_text(candidate.source, encoding="utf-8")
+        (ctx.workdir / path).write_bytes(candidate.source.encode("utf-8"))  # line endings as they were
         old, new = kn.format_value(candidate.old), kn.format_value(candidate.new)
         if candidate.idea is not None:
             description = f"idea: {candidate.name} = {new} ({candidate.reason}; was {old})"
@@ -294,7 +313,7 @@ class OfflineAgent:
             file = ctx.workdir / rel
             if not rel.endswith(".py") or not file.is_file():
                 continue
-            source = file.read_text(encoding="utf-8")
+            source = file.read_bytes().decode("utf-8", errors="replace")
             try:
                 found = kn.read_knobs(source)
             except SyntaxError as e:

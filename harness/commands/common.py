@@ -40,15 +40,6 @@ def handle_errors(fn):
 
 
 def make_view(quiet: bool):
-    try:
-        from harness.live import make_reporter
-    except ModuleNotFoundError:  # TODO(integration): live.py lands with issue #6
-        def make_reporter(quiet, stream):
-            def report(event):
-                if event.kind == "result":
-                    from harness.listing import row_line
-                    print(row_line(event.data["row"], "val_bpb"), file=stream, flush=True)
-                elif event.kind == "message":
-                    print(event.data["text"], file=stream, flush=True)
-            return report
+    from harness.live import make_reporter
+
     return make_reporter(quiet=quiet, stream=sys.stdout)

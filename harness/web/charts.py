@@ -127,16 +127,23 @@ def _best_line(rows: Sequence[Row], x: Scale, y: Scale) -> list[str]:
             f'<polyline class="best" points="{" ".join(line)}" fill="none"/>']
 
 
-def line_chart(series: Sequence[tuple[str, str, Sequence[tuple[float, float]]]], x_label: str, y_label: str) -> str:
-    """Several (label, color, points) lines on shared axes, with a legend."""
+def line_chart(series: Sequence[tuple[str, str, Sequence[tuple[float, float]]]], x_label: str, y_label: str,
+               *, x_int: bool = False, skip_head: float = 0.0) -> str:
+    """Several (label, color, points) lines on shared axes, with a legend.
+
+    `skip_head`: the y range ignores that leading fraction of each line (a loss curve's first steps
+    are far above the rest and would flatten the part worth comparing); those points are clipped.
+    """
     pts = [p for _, _, ps in series for p in ps]
     if not pts:
         return '<p class="muted">No data.</p>'
+    tails = [p[1] for _, _, ps in series for p in ps[int(len(ps) * skip_head):]] or [p[1] for p in pts]
     x = Scale(*_padded([p[0] for p in pts], 0.0), LEFT, W - RIGHT)
-    y = Scale(*_padded([p[1] for p in pts]), H - BOTTOM, TOP)
-    body = _axes(x, y, x_label, y_label)
+    lo, hi = _padded(tails)
+    y = Scale(lo, hi, H - BOTTOM, TOP)
+    body = _axes(x, y, x_label, y_label, x_int)
     for i, (label, color, ps) in enumerate(series):
-        coords = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in ps)
+        coords = " ".join(f"{x(a):.1f},{y(min(max(b, lo), hi)):.1f}" for a, b in ps)
         body.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2">'
                     f"<title>{escape(label)}</title></polyline>")
         ly = TOP + 14 + i * 18

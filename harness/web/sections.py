@@ -194,9 +194,10 @@ def failures(d: ReportData) -> str:
 def curves(d: ReportData) -> str:
     colors = {"baseline": "#1f6feb", "best": "#1a7f37"}
     series = [(f"{c.label} {c.commit[:7]}", colors.get(c.label, "#57606a"), c.points) for c in d.curves]
-    chart = charts.line_chart(series, "step", "train loss (smoothed)") if series else ""
+    chart = charts.line_chart(series, "step", "train loss (smoothed)", x_int=True, skip_head=0.1) if series else ""
     missing = "".join(f'<p class="missing">{e(m)}</p>' for m in d.missing_curves)
-    return chart + missing or '<p class="muted">No loss curves.</p>'
+    note = '<p class="muted">The y range leaves out the first 10% of steps; earlier points are clipped.</p>'
+    return (chart + note if chart else "") + missing or '<p class="muted">No loss curves.</p>'
 
 
 def usage(d: ReportData) -> str:

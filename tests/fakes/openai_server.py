@@ -79,7 +79,9 @@ class OpenAIServer:
         self.unscripted: list[Recorded] = []  # chat requests that found the script empty
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-openai", daemon=True)
+        # a short poll keeps stop() quick (serve_forever checks for shutdown once per poll)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-openai", daemon=True)
 
     @property
     def port(self) -> int:
