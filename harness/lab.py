@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import analysis, integrity, runner
+from harness import analysis, atomic, integrity, runner
 from harness.agents.base import Usage
 from harness.config import Config
 from harness.decide import NoiseFloor, judge, mean, noise_floor
@@ -68,6 +68,13 @@ class RunResult:
         return float(s) if isinstance(s, float) else self.outcome.wall_seconds
 
 
+class LocalRunner:
+    """Runs a RunSpec here, in a sandboxed subprocess (harness/runner.py)."""
+
+    def run(self, spec: runner.RunSpec, *, on_line=None, stop_event=None) -> runner.RunOutcome:
+        return runner.run(spec, on_line=on_line, stop_event=stop_event)
+
+
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -83,6 +90,7 @@ class Lab:
         self.exclude = (cfg.archive_dir_name,)
         self.lock = Lock(self.archive / "lock")
         self.stop_event = threading.Event()
+        self.executor = LocalRunner()  # how runs are executed: see harness/executors
         self.manifest: integrity.Manifest | None = None
         self._rows: list[Row] | None = None
 
@@ -153,33 +161,43 @@ class Lab:
 
     # -- running -------------------------------------------------------------------------------------
 
-    def run_once(self, experiment: int, run_dir: Path, seed: int, *, budget: float | None = None) -> RunResult:
-        """Train the tree as it is now (HEAD) once, into run_dir, and read a trusted value."""
+    def run_once(self, experiment: int, run_dir: Path, seed: int, *, budget: float | None = None,
+                 workdir: Path | None = None, worker: int = 0, env: dict[str, str] | None = None) -> RunResult:
+        """Train the tree in `workdir` (default: the repository) once, into run_dir, through
+        self.executor, and read a trusted value."""
         cfg, t = self.cfg, self.cfg.target
+        workdir = workdir or self.repo.root
         budget = budget or t.budget
         if self.manifest:
-            self._enforce_integrity(before=True)
+            self._enforce_integrity(workdir, before=True)
         self._clear_run_outputs(run_dir)
         receipt_env, key = integrity.new_receipt_env(run_dir)
         env = {"ALR_TIME_BUDGET": f"{budget:g}", "ALR_RUN_DIR": str(run_dir), "ALR_SEED": str(seed),
                "HARNESS_EXPERIMENT": str(experiment), **receipt_env,
                # `python` in a run command means the harness's own interpreter (its venv)
-               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+               **(env or {})}
         spec = runner.RunSpec(
             argv=[sys.executable, t.editable[0]] if t.is_default else None,
             shell_command=None if t.is_default else t.run_command,
-            cwd=self.repo.root, out_dir=run_dir, env=env,
+            cwd=workdir, out_dir=run_dir, env=env,
             wall_limit_s=budget + cfg.limits.grace_s, memory_mb=cfg.limits.memory_mb,
             output_cap_bytes=int(cfg.limits.output_cap_mb * 2**20), network=cfg.limits.network,
         )
         self.emit("phase", experiment=experiment, phase="training", metrics_path=str(run_dir / "metrics.jsonl"),
-                  budget=budget, seed=seed, worker=0)
-        outcome = runner.run(spec, on_line=lambda line: self.emit("run_line", experiment=experiment, line=line, worker=0),
-                             stop_event=self.stop_event)
+                  budget=budget, seed=seed, worker=worker)
+        outcome = self.executor.run(
+            spec, on_line=lambda line: self.emit("run_line", experiment=experiment, line=line, worker=worker),
+            stop_event=self.stop_event)
+        atomic.write_text(run_dir / "outcome.json", json.dumps({
+            "returncode": outcome.returncode, "signal": outcome.signal, "timed_out": outcome.timed_out,
+            "oom": outcome.oom, "interrupted": outcome.interrupted, "wall_seconds": round(outcome.wall_seconds, 3),
+            "log_truncated": outcome.log_truncated, "network_isolated": outcome.network_isolated, "seed": seed}),
+            fsync=False)
         log = outcome.log_path.read_text(encoding="utf-8", errors="replace") if outcome.log_path.exists() else ""
-        reading = read_metric(t, log, self.repo.root)
+        reading = read_metric(t, log, workdir)
         value, untrusted, failure = reading.value, False, None
-        if self.manifest and self._enforce_integrity(before=False):
+        if self.manifest and self._enforce_integrity(workdir, before=False):
             value, untrusted, failure = None, True, "violation: the run changed files the evaluation depends on (restored)"
         elif value is not None and t.is_default:
             verdict = integrity.check_metric(value, Path(receipt_env["ALR_EVAL_RECEIPT"]), key)
@@ -205,13 +223,13 @@ class Lab:
                 shutil.rmtree(item) if item.is_dir() else item.unlink()
         run_dir.mkdir(parents=True, exist_ok=True)
 
-    def _enforce_integrity(self, *, before: bool) -> bool:
+    def _enforce_integrity(self, workdir: Path, *, before: bool) -> bool:
         """Restore any change to the fixed files. Cache changes are fatal. True if anything changed."""
         assert self.manifest is not None
-        violations = integrity.verify(self.manifest, self.repo.root)
+        violations = integrity.verify(self.manifest, workdir)
         if not violations:
             return False
-        result = integrity.restore(violations, self.repo.root, manifest=self.manifest)
+        result = integrity.restore(violations, workdir, manifest=self.manifest)
         result.raise_if_fatal()
         where = "before the run" if before else "during the run"
         self.emit("message", text=f"restored fixed files changed {where}: {', '.join(map(str, violations))}",

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from harness import atomic
-from harness.errors import LockHeld
+from harness.errors import FatalError, LockHeld
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,9 @@ class Lock:
                 self.previous = other  # stale (dead owner) or unreadable: take it over
                 self.path.unlink(missing_ok=True)
                 continue
+            except OSError as e:  # a read-only or full archive folder: nothing could be recorded
+                raise FatalError(f"cannot create the lock file {self.path}: {e.strerror or e}",
+                                 hint="make the archive folder writable (and check the disk has room)") from e
             with os.fdopen(fd, "w") as f:
                 json.dump(asdict(mine), f)
             self.state = mine
