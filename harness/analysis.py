@@ -12,17 +12,20 @@ import math
 import re
 import signal as _signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from harness import atomic
 
+T = TypeVar("T")
+
 # --- thresholds (documented once, used below) -----------------------------------------------
-SPIKE_K = 6.0  # a spike: raw loss above the local median trend by more than k robust std
+SPIKE_K = 6.0  # a spike: raw loss above its local trend by more than k robust standard deviations
 TAIL_FRACTION = 0.2  # the end slope is fitted over this last share of the steps
 IMPROVING_T = 3.0  # "still improving": end slope at least this many standard errors below 0 ...
 IMPROVING_MIN_DROP = 0.005  # ... and the fitted line falls at least this much over the tail
@@ -30,6 +33,7 @@ DIVERGE_RATIO = 1.3  # diverged: final smoothed loss above 1.3x its minimum ...
 DIVERGE_MIN_RISE = 0.3  # ... and at least 0.3 (nats) above it
 PART_THRESHOLD = 0.02  # two loss curves "part" once their gap stays beyond this (nats) ...
 PART_BINS = 100  # ... compared as means over this many bins of the shared x range
+NO_OVERLAP = "none"  # the parting axis when two runs share no stretch of loss curve
 LOG_TAIL_LINES = 40
 CODE_DIFF_MAX_LINES = 300
 NOTES_HEADING = "## Agent notes"
@@ -48,8 +52,8 @@ def load_metrics(path: str | Path) -> list[dict]:
     except OSError:
         return []
     lines = [line for line in map(str.strip, text.splitlines()) if line]
-    try:  # one parse of the whole file is several times faster than one per line
-        parsed = json.loads("[" + ",".join(lines) + "]")
+    try:  # one parse of the whole file is several times faster than one per line; any bad
+        parsed = json.loads("[" + ",".join(lines) + "]")  # line sends us to the careful path
     except (ValueError, RecursionError):
         parsed = [_parse_json_line(line) for line in lines]
     return [obj for obj in parsed if isinstance(obj, dict)]
@@ -63,11 +67,11 @@ def _parse_json_line(line: str) -> Any:
     except (ValueError, RecursionError):
         pass
     # Writers outside Python's json module may emit bare nan/inf; read them as the constants.
-    fixed = _BARE_CONSTANT.sub(lambda m: m[1] + m[2] + ("NaN" if m[3].lower() == "nan" else "Infinity"), line)
-    if fixed == line or fixed.startswith("--"):
+    fixed = _BARE_CONSTANT.sub(lambda m: m[1] + ("NaN" if m[3].lower() == "nan" else m[2] + "Infinity"), line)
+    if fixed == line:
         return None
     try:
-        return json.loads(fixed.replace("-NaN", "NaN"))
+        return json.loads(fixed)
     except (ValueError, RecursionError):
         return None
 
@@ -196,15 +200,15 @@ def classify_failure(
     exc = last_exception(log)
     if timed_out:
         return "timeout"
+    finished = bool(parse_summary(log)) and (exc is None or _summary_after(log, exc))
+    if finished and returncode in (0, None) and signal is None and not oom:
+        return None  # an OOM or traceback that the run caught and survived is not a failure
     if oom or _is_oom(log, exc):
         return "oom"
     if returncode == 3 or "FAIL: loss diverged" in log:
         return "nan_divergence"
     if signal is not None or (returncode is not None and returncode < 0):
         return "killed"
-    summary_after_exc = bool(parse_summary(log)) and (exc is None or _summary_after(log, exc))
-    if returncode in (0, None) and summary_after_exc:
-        return None
     if exc is not None:
         if exc.short_name in _SYNTAX_NAMES:
             return "syntax_error"
@@ -314,24 +318,26 @@ class Curve:
         return "index", np.arange(len(self), dtype=float)
 
 
+HUGE = 1e15  # beyond this a logged number is garbage (or an overflow): treated as infinite
+
+
 def _num(value: Any) -> float:
+    """A logged value as a float: NaN when missing or not a number; +-inf when absurdly large,
+    so downstream arithmetic (bins, plot limits) never overflows."""
     if isinstance(value, bool) or value is None:
         return math.nan
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return math.nan
-    return math.nan
+    try:
+        v = float(value) if isinstance(value, int | float | str) else math.nan
+    except (ValueError, OverflowError):
+        return math.nan
+    return math.copysign(math.inf, v) if abs(v) > HUGE else v
 
 
 def ema(values: np.ndarray, beta: float = 0.9) -> np.ndarray:
     """Bias-corrected exponential moving average (as train.py's train/loss_smooth)."""
     out = np.empty_like(values, dtype=float)
     acc = 0.0
-    for i, v in enumerate(values):
+    for i, v in enumerate(values.tolist()):  # Python floats: inf/nan arithmetic without warnings
         acc = beta * acc + (1 - beta) * v
         out[i] = acc / (1 - beta ** (i + 1))
     return out
@@ -510,7 +516,8 @@ def compare(
 
 def parting_point(this: Curve, other: Curve, *, threshold: float = PART_THRESHOLD) -> tuple[str, float | None, str | None]:
     """(axis, x, leader): the first x on the common axis after which the gap between the two
-    loss curves stays beyond `threshold` with one sign; x is None if they never part.
+    loss curves stays beyond `threshold` with one sign; x is None if they never part, and axis
+    is NO_OVERLAP when there is nothing to compare.
 
     The curves are compared as raw-loss means over PART_BINS equal bins of the shared x range:
     an EMA is still too noisy step to step for "stays beyond" to mean anything.
@@ -519,12 +526,12 @@ def parting_point(this: Curve, other: Curve, *, threshold: float = PART_THRESHOL
     ox = np.arange(len(other), dtype=float) if axis == "index" else other.axis(this)[1]
     a, b = np.isfinite(x) & np.isfinite(this.loss), np.isfinite(ox) & np.isfinite(other.loss)
     if a.sum() < 2 or b.sum() < 2:
-        return axis, None, None
+        return NO_OVERLAP, None, None
     lo, hi = max(x[a].min(), ox[b].min()), min(x[a].max(), ox[b].max())
     mine, theirs = _bin_means(x[a], this.loss[a], lo, hi), _bin_means(ox[b], other.loss[b], lo, hi)
     both = np.isfinite(mine) & np.isfinite(theirs)
     if hi <= lo or both.sum() < 2:
-        return axis, None, None
+        return NO_OVERLAP, None, None
     centres = (lo + (np.arange(PART_BINS) + 0.5) * (hi - lo) / PART_BINS)[both]
     gap = mine[both] - theirs[both]
     if gap.size >= 5:  # one noisy bin should not undo a parting
@@ -572,7 +579,7 @@ def config_diff(best: dict, this: dict) -> tuple[ConfigChange, ...]:
 
 
 def code_diff(best_file: Path, this_file: Path) -> str | None:
-    """Unified diff of two train.py snapshots, or None if either is missing (or no change)."""
+    """Unified diff of two train.py snapshots: "" if identical, None if either is missing."""
     try:
         old = best_file.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
         new = this_file.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
@@ -580,7 +587,7 @@ def code_diff(best_file: Path, this_file: Path) -> str | None:
         return None
     lines = list(difflib.unified_diff(old, new, f"best/{best_file.name}", f"this/{this_file.name}", n=2))
     if not lines:
-        return None
+        return ""
     if len(lines) > CODE_DIFF_MAX_LINES:
         lines = [*lines[:CODE_DIFF_MAX_LINES], f"... ({len(lines) - CODE_DIFF_MAX_LINES} more lines)\n"]
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
@@ -600,8 +607,8 @@ class Analysis:
     trajectory: Trajectory = field(default_factory=Trajectory)
     vs_best: Comparison | None = None
     vs_prev: Comparison | None = None
-    config_changes: tuple[ConfigChange, ...] = ()  # vs the best
-    code_diff: str | None = None  # train.py, best -> this
+    config_changes: tuple[ConfigChange, ...] | None = None  # vs the best; None: not compared
+    code_diff: str | None = None  # train.py, best -> this; "" identical, None: not compared
     observations: tuple[str, ...] = ()  # short readings for the next prompt
     problems: tuple[str, ...] = ()  # what could not be read or drawn
     plots: tuple[str, ...] = ()  # PNG file names inside run_dir
@@ -650,13 +657,25 @@ class _Run:
         return config if isinstance(config, dict) else {}
 
 
-def _read_run(run_dir: Path) -> _Run:
+def _read_run(run_dir: Path, problems: list[str]) -> _Run:
     curve = load_curve(run_dir)
     log_tail = read_tail(run_dir / "run.log")
     return _Run(
-        name=run_dir.name, curve=curve, trajectory=trajectory(curve), summary=parse_summary(log_tail),
+        name=run_dir.name, curve=curve, summary=parse_summary(log_tail),
+        trajectory=_guarded(lambda: trajectory(curve), Trajectory(), problems, f"statistics of {run_dir.name}"),
         run_summary=read_json(run_dir / "run_summary.json"), log_tail=log_tail,
     )
+
+
+def _guarded(compute: Callable[[], T], fallback: T, problems: list[str], what: str) -> T:
+    """The safety net under "bad run data never raises": data shapes nobody foresaw cost one
+    section of the analysis, not the analysis."""
+    try:
+        with np.errstate(all="ignore"):
+            return compute()
+    except Exception as e:  # noqa: BLE001 - recorded in the analysis, not swallowed
+        problems.append(f"{what} failed: {type(e).__name__}: {e}")
+        return fallback
 
 
 def analyze_run(
@@ -674,18 +693,19 @@ def analyze_run(
     """Analyse one run folder; write analysis.md, analysis.json and (if `plots`) PNGs into it.
 
     `value`, `status` and `failure` are what the harness decided (it trusts only a receipted
-    value); left out, they are read from the folder. Bad or missing run data never raises: what
+    value); without a status, the value and any failure are read from the folder. Bad or missing run data never raises: what
     could not be read is listed under `problems`. Only failing to write into run_dir raises.
     """
     started = time.perf_counter()
     run_path = Path(run_dir)
+    failure = failure or None  # the harness passes "" for "no failure"
     problems: list[str] = []
-    this = _read_run(run_path)
+    this = _read_run(run_path, problems)
     others = {}
     for label, other_dir in (("best", best_dir), ("previous", prev_dir)):
         if other_dir is not None and Path(other_dir).resolve() != run_path.resolve():
-            others[label] = _read_run(Path(other_dir))
-    if value is None:
+            others[label] = _read_run(Path(other_dir), problems)
+    if value is None and status is None:  # the harness's None is a verdict (e.g. untrusted): keep it
         value = this.value(metric)
     if failure is None and (status == "crash" or (status is None and value is None)):
         failure = failure_summary(this.log_tail, None, False, False, None) or (
@@ -693,11 +713,16 @@ def analyze_run(
         )
     _note_data_problems(run_path, this, problems)
     comparisons = {
-        label: compare(this.curve, this.trajectory, value, o.curve, o.trajectory, o.value(metric), o.name)
+        label: _guarded(
+            lambda o=o: compare(this.curve, this.trajectory, value, o.curve, o.trajectory, o.value(metric), o.name),
+            None, problems, f"comparison with {label}",
+        )
         for label, o in others.items()
     }
     best = others.get("best")
-    changes = config_diff(best.config, this.config) if best else ()
+    changes: tuple[ConfigChange, ...] | None = None
+    if best and best.config and this.config:  # a missing config is not "every knob removed"
+        changes = _guarded(lambda: config_diff(best.config, this.config), None, problems, "config diff")
     diff = code_diff(Path(best_dir) / "train.py", run_path / "train.py") if best and best_dir else None
     pngs: tuple[str, ...] = ()
     if plots:
@@ -812,13 +837,8 @@ def render_markdown(a: Analysis, *, log_tail: str = "", notes: str | None = None
     lines += ["", "## Config diff", ""]
     if a.vs_best is None:
         lines.append("No best run to compare with.")
-    elif not a.config_changes and not a.code_diff:
-        lines.append("Same config and train.py as the best run.")
-    if a.config_changes:
-        lines += ["| knob | best | this |", "|---|---|---|"]
-        lines += [f"| {c.knob} | {_cell(c.best)} | {_cell(c.this)} |" for c in a.config_changes]
-    if a.code_diff:
-        lines += ["", "```diff", a.code_diff.rstrip("\n"), "```"]
+    else:
+        lines += _render_changes(a.config_changes, a.code_diff)
     if a.failure:
         tail = "\n".join(log_tail.splitlines()[-LOG_TAIL_LINES:]) or "(run.log is empty or missing)"
         lines += ["", "## Failure", "", a.failure, "", f"Last {LOG_TAIL_LINES} lines of run.log:", "", "```", tail, "```"]
@@ -826,12 +846,28 @@ def render_markdown(a: Analysis, *, log_tail: str = "", notes: str | None = None
     return "\n".join(lines)
 
 
+def _render_changes(changes: tuple[ConfigChange, ...] | None, diff: str | None) -> list[str]:
+    if changes is None:
+        lines = ["Knobs: not compared (run_summary.json has no config in this run or the best)."]
+    elif not changes:
+        lines = ["Knobs: the same as the best run's."]
+    else:
+        lines = ["| knob | best | this |", "|---|---|---|"]
+        lines += [f"| {c.knob} | {_cell(c.best)} | {_cell(c.this)} |" for c in changes]
+    if diff is None:
+        return [*lines, "", "train.py: no snapshot of both runs to compare."]
+    if not diff:
+        return [*lines, "", "train.py: identical to the best run's."]
+    return [*lines, "", "```diff", diff.rstrip("\n"), "```"]
+
+
 def _render_comparison(c: Comparison, metric: str) -> list[str]:
-    parted = (
-        f"{_fmt_axis(c.axis, c.parted_at)} ({'this run' if c.ahead == 'this' else 'the other run'} ahead after)"
-        if c.parted_at is not None else "never (the smoothed curves stay within "
-        f"{PART_THRESHOLD:g} of each other to the end)"
-    )
+    if c.axis == NO_OVERLAP:
+        parted = "n/a (the two runs share no stretch of loss curve)"
+    elif c.parted_at is not None:
+        parted = f"{_fmt_axis(c.axis, c.parted_at)} ({'this run' if c.ahead == 'this' else 'the other run'} ahead after)"
+    else:
+        parted = f"never (the curves stay within {PART_THRESHOLD:g} of each other to the end)"
     return [
         f"- run: {c.other} · its {metric}: {_fmt(c.other_value)} · delta: {_fmt(c.value_delta, signed=True)}",
         f"- final smoothed loss delta: {_fmt(c.final_loss_delta, signed=True)} · tokens/s ratio: {_fmt(c.tokens_per_sec_ratio, 3)}",

@@ -14,6 +14,11 @@ from harness.errors import CapExceeded
 from harness.llmlog import CallFilter, read_calls
 
 
+def usd(value: float) -> str:
+    """Dollars to the cent; a cap below a cent keeps its digits ($0.0001, not $0.00)."""
+    return f"${value:.2f}" if value == 0 or abs(value) >= 0.01 else f"${value:.6f}".rstrip("0")
+
+
 class Caps:
     """Spend so far against `max_cost` (USD) and `max_tokens`; None means no cap. Thread-safe,
     since parallel workers share one tracker."""
@@ -43,8 +48,8 @@ class Caps:
         with self._lock:
             if self.max_cost is not None and self.spent_cost + estimated_cost > self.max_cost:
                 raise CapExceeded(
-                    f"stopping: the next call would pass --max-cost ${self.max_cost:.2f} "
-                    f"(spent ${self.spent_cost:.2f}, next ≈ ${estimated_cost:.2f})",
+                    f"stopping: the next call would pass --max-cost {usd(self.max_cost)} "
+                    f"(spent {usd(self.spent_cost)}, next ≈ {usd(estimated_cost)})",
                     hint="raise --max-cost to go on",
                 )
             if self.max_tokens is not None and self.spent_tokens + estimated_tokens > self.max_tokens:

@@ -120,6 +120,65 @@ def tidy(value: float) -> float:
     return float(f"{value:.{_SIG_DIGITS}g}")
 
 
+def constraints(source: str) -> list[ast.expr]:
+    """The tests of the module-level `assert` statements (e.g. `assert MODEL_DIM % HEAD_DIM == 0`):
+    the file's own statement of which knob combinations are valid."""
+    return [node.test for node in ast.parse(source).body if isinstance(node, ast.Assert)]
+
+
+def violated(tests: list[ast.expr], values: dict[str, int | float]) -> list[ast.expr]:
+    """The tests that are false for these knob values. A test that names anything but knobs
+    and constants (an import, a function call) cannot be judged here and is not reported."""
+    out = []
+    for test in tests:
+        try:
+            ok = _eval_test(test, values)
+        except (ArithmeticError, ValueError, TypeError, KeyError):
+            continue
+        if not ok:
+            out.append(test)
+    return out
+
+
+_COMPARE = {
+    ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b,
+    ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
+}
+
+
+def _eval_test(node: ast.expr, values: dict[str, int | float]):
+    if isinstance(node, ast.Name):
+        return values[node.id]
+    if isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
+        left = _eval_test(node.left, values)
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
+            right = _eval_test(right_node, values)
+            if not _COMPARE[type(op)](left, right):
+                return False
+            left = right
+        return True
+    if isinstance(node, ast.BoolOp):
+        results = [_eval_test(v, values) for v in node.values]
+        return all(results) if isinstance(node.op, ast.And) else any(results)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return not _eval_test(node.operand, values)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+        return _eval_test(node.left, values) % _eval_test(node.right, values)
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        return _BINOPS[type(node.op)](_eval_test(node.left, values), _eval_test(node.right, values))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        operand = _eval_test(node.operand, values)
+        return -operand if isinstance(node.op, ast.USub) else operand
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    raise ValueError("not a knob expression")
+
+
+def names_in(node: ast.expr) -> list[str]:
+    """The names an expression uses, in order of appearance."""
+    return list(dict.fromkeys(n.id for n in ast.walk(node) if isinstance(n, ast.Name)))
+
+
 def evaluate_number(node: ast.expr) -> int | float | None:
     """The value of a constant numeric expression (`3`, `-1e-3`, `2**17`, `64 * 4`), else None."""
     try:

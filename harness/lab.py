@@ -292,7 +292,7 @@ class Lab:
 
     # -- recording ---------------------------------------------------------------------------------------
 
-    def record(self, row: Row, *, idea: str | None = None) -> None:
+    def record(self, row: Row, *, idea: str | None = None, worker: int = 0) -> None:
         """Make a decision permanent: the ledger row first (the commit point), then git and notes."""
         self.lock.update(phase="recording")
         self.ledger.append(row)
@@ -309,7 +309,7 @@ class Lab:
             self.reset_to_best()
         self.lock.update(phase="idle", experiment=None, commit=None)
         self.emit("result", experiment=row.experiment, row=row, best_value=best.value if best else None,
-                  margin=self.noise().margin, kept=row.kept, worker=0)
+                  margin=self.noise().margin, kept=row.kept, worker=worker)
 
     def note_text(self, row: Row) -> str:
         metric = self.cfg.target.metric
@@ -345,12 +345,12 @@ class Lab:
         self.repo.set_ref(attempt_ref(experiment), sha)
         return sha
 
-    def archive_attempt_files(self, att: Attempt, prompt: str | None = None) -> None:
+    def archive_attempt_files(self, att: Attempt, prompt: str | None = None, *, workdir: Path | None = None) -> None:
         """Keep the attempt's file(s), its diff against the parent, and the prompt that led to it."""
         run_dir = self.archive / att.commit
         run_dir.mkdir(parents=True, exist_ok=True)
         for name in self.cfg.target.editable:
-            src = self.repo.root / name
+            src = (workdir or self.repo.root) / name
             if src.is_file():
                 shutil.copy2(src, run_dir / Path(name).name)
         (run_dir / "diff.patch").write_text(self.repo.diff(att.parent, att.commit, self.cfg.target.editable))

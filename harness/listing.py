@@ -7,6 +7,7 @@ import time
 from harness.lab import Lab
 from harness.ledger import Row
 from harness.lock import alive, read
+from harness.parallel import status_lines
 
 
 def row_line(row: Row | None, metric: str) -> str:
@@ -55,6 +56,7 @@ def status_text(lab: Lab) -> str:
         lines.append(f"running     pid {state.pid} since {since}: {what}")
     else:
         lines.append("running     nothing")
+    lines += status_lines(lab.archive, running=bool(state and alive(state.pid)))
     lines.append("last        ")
     lines += ["  " + row_line(r, metric) for r in rows[-5:]]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ their own errors: a broken view must never stop the research (see harness/events
 
 from __future__ import annotations
 
+import atexit
 import json
 import sys
 import threading
@@ -30,6 +31,10 @@ from harness.events import Event, Reporter
 def _short(commit: object) -> str:
     c = str(commit or "-")
     return c[:7] if c != "-" else "-"
+
+
+def _num(v: object) -> str:
+    return f"{v:g}" if isinstance(v, int | float) else "?"
 
 
 def _one_line(text: object, limit: int = 100) -> str:
@@ -85,13 +90,13 @@ class PlainReporter:
             margin = d.get("margin")
             return (f"loop: {d.get('branch', '?')}  best {self.metric} {best_s}"
                     + (f"  margin {margin:.4f}" if margin is not None else "")
-                    + f"  budget {d.get('budget', '?')}s  agent {d.get('agent', '?')}"
+                    + f"  budget {_num(d.get('budget'))}s  agent {d.get('agent', '?')}"
                     + (f"  workers {d['workers']}" if d.get("workers", 1) != 1 else ""))
         if event.kind == "experiment":
             worker = d.get("worker")
             return f"#{d.get('experiment', 0):03d} started" + (f" (worker {worker})" if worker not in (None, 0) else "")
         if event.kind == "result":
-            return result_line(d, self.metric, self.delta_sign)
+            return result_line(d, d.get("metric") or self.metric, self.delta_sign)
         if event.kind == "message":
             level = d.get("level", "info")
             return ("" if level == "info" else f"{level}: ") + str(d.get("text", ""))
@@ -183,6 +188,9 @@ class LiveReporter:
                 self._live = Live(console=self.console, get_renderable=self._safe_render,
                                   refresh_per_second=self._refresh, transient=True)
                 self._live.start()
+                # A command that never sends loop_stop (`harness run`, a crash) still gets its
+                # terminal back (cursor shown, panel cleared) when the process ends.
+                atexit.register(self.close)
             else:
                 self._live.refresh()
         except Exception:  # noqa: BLE001 - degrade to plain lines, never raise into the loop
@@ -212,6 +220,7 @@ class LiveReporter:
             w = self.workers.setdefault(d.get("worker") or 0, WorkerView(budget=self.budget))
             w.last_line = _one_line(d.get("line", ""), 90)
         elif kind == "result":
+            self.metric = d.get("metric") or self.metric
             line = result_line(d, self.metric)
             self.recent.append(line)
             if d.get("best_value") is not None and d.get("kept"):
@@ -230,7 +239,9 @@ class LiveReporter:
         (self._live.console if self._live else self.console).print(text)
 
     def close(self) -> None:
+        """Stop drawing (the loop's loop_stop does this too); safe to call more than once."""
         self._stop()
+        atexit.unregister(self.close)
 
     def _stop(self) -> None:
         live, self._live = self._live, None
@@ -294,7 +305,7 @@ class LiveReporter:
             f"step {rec['step']}" if "step" in rec else "",
         ) if s)
         return [Text(label, style="bold"), Text(w.phase, style="magenta"),
-                ProgressBar(total=1.0, completed=progress, width=30), Text(f"{progress:4.0%}"),
+                ProgressBar(total=1.0, completed=progress, width=30, complete_style="green"), Text(f"{progress:4.0%}"),
                 Text(stats), Text("")]
 
 

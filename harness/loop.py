@@ -3,6 +3,7 @@ until a stop condition. `run_current` is the same flow without the agent (`harne
 
 from __future__ import annotations
 
+import errno
 import math
 import time
 from dataclasses import dataclass
@@ -10,13 +11,15 @@ from dataclasses import dataclass
 from harness import guard
 from harness.agents.base import Agent, Usage
 from harness.context import build_context
-from harness.errors import AgentError, CapExceeded, UsageError
+from harness.errors import AgentError, CapExceeded, FatalError, UsageError
 from harness.lab import Attempt, Lab, now
 from harness.ledger import Row
 from harness.repo import attempt_ref
 from harness.session import recover, user_changes
 
 FAILURES = ("crash", "invalid", "violation", "agent_error", "infra")
+SAME_AGENT_ERROR_LIMIT = 3  # the same agent error this many times in a row stops the loop
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,15 @@ def stop_reason(lab: Lab, rules: StopRules, done: int, started: float) -> str | 
         if since >= rules.patience:
             return f"no keep in the last {since} experiments (--patience {rules.patience})"
     return None
+
+
+def repeated_agent_error(rows: list[Row], limit: int = SAME_AGENT_ERROR_LIMIT) -> str | None:
+    """A stop reason if the last `limit` rows are the same agent error (nothing will change)."""
+    last = rows[-limit:]
+    if len(last) < limit or any(r.status != "agent_error" for r in last) or len({r.failure for r in last}) > 1:
+        return None
+    return (f"the agent failed the same way {limit} times in a row ({last[-1].failure[:200]}); "
+            "fix its setup (model name, API key, endpoint), then `harness loop` again")
 
 
 def propose(lab: Lab, agent: Agent, experiment: int, last_failure: str | None) -> Attempt | Row:
@@ -144,8 +156,14 @@ def resume_pending(lab: Lab) -> list[Row]:
     return rows
 
 
-def run_loop(lab: Lab, agent: Agent, rules: StopRules, *, sleep=time.sleep) -> LoopReport:
-    """The overnight loop. Call with the lock held."""
+def run_loop(lab: Lab, agent: Agent, rules: StopRules, *, sleep=time.sleep,
+             gpus_per_worker: float | None = None) -> LoopReport:
+    """The overnight loop. Call with the lock held. Several workers, or runs on a Ray cluster:
+    harness/parallel.py."""
+    if lab.cfg.workers > 1 or lab.cfg.executor != "local":
+        from harness.parallel import run_parallel
+
+        return run_parallel(lab, agent, rules, gpus_per_worker=gpus_per_worker)
     started, done, kept, reason = time.time(), 0, 0, "stopped"
     consecutive = 0
     best = lab.best()
@@ -174,13 +192,24 @@ def run_loop(lab: Lab, agent: Agent, rules: StopRules, *, sleep=time.sleep) -> L
                          text=f"{consecutive} failures in a row: back at the best ({lab.best().short}); "
                               "check the agent's setup if this goes on")
             if row.status == "agent_error":
-                sleep(min(60.0, 2.0 ** min(consecutive, 6)))  # an agent that fails at once must not spin
+                if (why := repeated_agent_error(lab.rows())) is not None:
+                    break  # a rejected model or endpoint fails the same way all night
+                if rules.max_experiments is None or done < rules.max_experiments:
+                    sleep(min(60.0, 2.0 ** min(consecutive, 6)))  # an agent that fails at once must not spin
         reason = why
     except KeyboardInterrupt:
         reason = "interrupted (Ctrl-C); the unfinished attempt runs again on the next `harness loop`"
         _clean_after_interrupt(lab)
     except CapExceeded as e:
-        reason = str(e)
+        reason = str(e).removeprefix("stopping: ") + (f"; {e.hint}" if e.hint else "")
+        _clean_after_interrupt(lab)  # a cap can stop an agent mid-edit: drop the half-made change
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        # The archive cannot take the result: stop rather than loop; the attempt stays pending.
+        what = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else e.strerror or "not writable"
+        raise FatalError(f"cannot write {e.filename or 'the archive'}: {what}",
+                         hint="free disk space (or make the archive writable), then `harness loop` again") from e
     best = lab.best()
     lab.emit("loop_stop", reason=reason, experiments=done, best_value=best.value if best else None,
              best_commit=best.commit if best else None)

@@ -55,7 +55,7 @@ def _plot_loss(curves: dict[str, tuple[str, Curve]], path: Path) -> Path:
     ax.set_xlabel(_AXIS_LABELS[axis])
     ax.set_ylabel("train loss (smoothed)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax)
     return _save(fig, path)
 
 
@@ -70,7 +70,7 @@ def _plot_schedule(curves: dict[str, tuple[str, Curve]], path: Path) -> Path:
                 ax.plot(x, y, label=label, **STYLES[label])
         ax.set_ylabel(title, fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    _legend(axes[0])
     axes[-1].set_xlabel(_AXIS_LABELS[axis])
     return _save(fig, path)
 
@@ -89,7 +89,7 @@ def _plot_perf(curves: dict[str, tuple[str, Curve]], path: Path) -> Path:
         _clip_y(ax, shown, low_q=0.0, high_q=99.0)
         ax.set_ylabel(title, fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    _legend(axes[0])
     axes[-1].set_xlabel(_AXIS_LABELS[axis])
     return _save(fig, path)
 
@@ -128,11 +128,14 @@ def plot_progress(
     if crashed:
         bottom = ax.get_ylim()[0]
         ax.scatter([p["x"] for p in crashed], [bottom] * len(crashed), marker="x", color="C3", s=30, clip_on=False, label="crash", zorder=4)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(10, integer=True))  # experiments are numbered
     ax.set_xlabel("experiment")
     ax.set_ylabel(f"{metric} ({'lower' if direction == 'min' else 'higher'} is better)")
     ax.grid(alpha=0.3)
     if points:
-        ax.legend(fontsize=7, loc="upper right" if direction == "min" else "lower right")
+        _legend(ax, loc="upper right" if direction == "min" else "lower right")
     else:
         ax.text(0.5, 0.5, "no experiments yet", ha="center", va="center", transform=ax.transAxes)
     return _save(fig, Path(out_path))
@@ -212,9 +215,13 @@ def _clip_y(ax: Any, shown: list[np.ndarray], *, low_q: float = 0.0, high_q: flo
         ax.set_ylim(lo - pad, hi + pad)
 
 
+def _legend(ax: Any, **kw: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:  # an empty legend only warns
+        ax.legend(fontsize=8, **kw)
+
+
 def _figure(rows: int, height: float, *, width: float = WIDTH) -> tuple[Any, list[Any]]:
     from matplotlib.figure import Figure
-
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(width, height), dpi=DPI)

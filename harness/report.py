@@ -8,6 +8,7 @@ ledger, the notes or an agent is HTML-escaped.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import re
@@ -18,20 +19,11 @@ from pathlib import Path
 from harness import atomic
 from harness.config import Config, load_config
 from harness.ledger import Ledger, Row
+from harness.notes import Idea, Notes
 
 MAX_DIFF_LINES = 400  # per pair of keeps: a rewrite of train.py must not blow up the page
+MAX_LINEAGE_LINES = 12_000  # all diffs together
 MAX_CURVE_POINTS = 300  # per loss curve, after downsampling
-
-
-@dataclass(frozen=True)
-class Idea:
-    """One line of ideas_queue.md: pending (`- [ ]`) or done (`- [x] ... → exp 7: keep 1.82`)."""
-
-    text: str
-    why: str
-    done: bool
-    experiment: int | None = None
-    outcome: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,17 +86,17 @@ def collect(root: Path, cfg: Config | None = None) -> ReportData:
     ledger = Ledger(ledger_path, metric)
     rows = tuple(ledger.rows())
     direction = cfg.target.direction
-    ideas_text = _read(archive / "ideas_queue.md")
+    notes = Notes(archive)
     data = ReportData(
         root=root, metric=metric, direction=direction, rows=rows, warnings=tuple(ledger.warnings),
-        insights=_read(archive / "insights.md"), ideas_text=ideas_text, ideas=tuple(parse_ideas(ideas_text)),
+        insights=_read(notes.insights_path), ideas_text=_read(notes.ideas_path), ideas=tuple(notes.ideas()),
         usage=read_usage(archive / "llm_calls.jsonl"),
     )
     if not rows:
         return data
     lineage = tuple(kept_lineage(root, archive, rows, cfg.target.editable))
     curves, missing = loss_curves(archive, data.baseline, data.best)
-    return ReportData(**{**data.__dict__, "lineage": lineage, "curves": curves, "missing_curves": missing})
+    return dataclasses.replace(data, lineage=lineage, curves=curves, missing_curves=missing)
 
 
 def ledger_metric(path: Path) -> str | None:
@@ -124,24 +116,19 @@ def _read(path: Path) -> str:
         return ""
 
 
-_IDEA = re.compile(r"^\s*[-*]\s*\[(?P<mark>[ xX])\]\s*(?P<body>.*)$")
-_OUTCOME = re.compile(r"\s*(?:→|->)\s*(?P<outcome>.*?\bexp(?:eriment)?\s*#?(?P<n>\d+).*)$")
+_EXPERIMENT = re.compile(r"\bexp(?:eriment)?\s*#?(\d+)")
 
 
-def parse_ideas(text: str) -> list[Idea]:
-    """The checklist lines of ideas_queue.md; other lines (headings, prose) are ignored."""
-    ideas = []
-    for line in text.splitlines():
-        m = _IDEA.match(line)
-        if not m:
-            continue
-        body, experiment, outcome = m["body"], None, ""
-        o = _OUTCOME.search(body)
-        if o:
-            body, experiment, outcome = body[: o.start()], int(o["n"]), o["outcome"].strip()
-        text_part, _, why = body.partition("#")
-        ideas.append(Idea(text_part.strip(), why.strip(), m["mark"] != " ", experiment, outcome))
-    return ideas
+def idea_experiment(idea: Idea) -> int | None:
+    """The experiment a done idea points at (`→ exp 7: keep 1.8234`), if it says."""
+    m = _EXPERIMENT.search(idea.result)
+    return int(m.group(1)) if m else None
+
+
+def idea_parts(idea: Idea) -> tuple[str, str]:
+    """(the idea, why) for display: the text before a `#` comment, and the reason."""
+    text, _, comment = idea.text.partition("#")
+    return text.strip() or idea.text, idea.why or comment.strip()
 
 
 def read_usage(path: Path) -> dict[int, tuple[int, float]]:
@@ -181,15 +168,24 @@ def attempt_dir(archive: Path, commit: str) -> Path | None:
 
 
 def kept_lineage(root: Path, archive: Path, rows: tuple[Row, ...], editable: tuple[str, ...]) -> list[LineageStep]:
-    """Baseline and keeps in order, each with the diff of the editable files from the one before."""
+    """Baseline and keeps in order, each with the diff of the editable files from the one before.
+
+    Each diff is cut at MAX_DIFF_LINES and all of them together at MAX_LINEAGE_LINES (the newest
+    keeps win), so a long night of rewrites still makes a page of a few MB at most.
+    """
     kept = [r for r in rows if r.kept and r.commit != "-"]
+    budget = MAX_LINEAGE_LINES
     steps: list[LineageStep] = []
-    for i, row in enumerate(kept):
-        prev = kept[i - 1] if i else None
-        diff = "" if prev is None else commit_diff(root, archive, prev.commit, row.commit, editable)
-        lines = diff.splitlines()
-        steps.append(LineageStep(row, prev, "\n".join(lines[:MAX_DIFF_LINES]), len(lines) > MAX_DIFF_LINES))
-    return steps
+    for i in range(len(kept) - 1, -1, -1):
+        row, prev = kept[i], kept[i - 1] if i else None
+        if prev is None or budget <= 0:
+            steps.append(LineageStep(row, prev, "", truncated=prev is not None))
+            continue
+        lines = commit_diff(root, archive, prev.commit, row.commit, editable).splitlines()
+        cut = min(MAX_DIFF_LINES, budget)
+        budget -= min(len(lines), cut)
+        steps.append(LineageStep(row, prev, "\n".join(lines[:cut]), len(lines) > cut))
+    return steps[::-1]
 
 
 def commit_diff(root: Path, archive: Path, a: str, b: str, editable: tuple[str, ...]) -> str:

@@ -31,9 +31,9 @@ def _isolated_alr_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.fixture(scope="session")
 def alr_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Env vars that point at a tiny dataset prepared once per session by the real CLI:
-    `python prepare.py --text tests/data/tiny --name tiny`. Its val split (The Tempest) is ~37K
-    tokens, so EVAL_TOKENS for it is that, rounded down to whole MAX_SEQ_LEN sequences, and
-    evaluate_bpb takes well under a second on a toy model. Use as env={**os.environ, **alr_env}."""
+    `python prepare.py --text tests/data/tiny --name tiny --vocab-size 1024`. Its val split (The
+    Tempest) is ~44K tokens, so EVAL_TOKENS for it is that, rounded down to whole MAX_SEQ_LEN
+    sequences, and evaluate_bpb is quick on a toy model. Use as env={**os.environ, **alr_env}."""
     cache = tmp_path_factory.mktemp("alr-cache")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALR_")}
     env["ALR_CACHE_DIR"] = str(cache)

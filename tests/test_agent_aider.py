@@ -240,10 +240,8 @@ def processes_with_env(name: str, value: str) -> list[int]:
 def test_missing_binary_is_a_setup_error(repo, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     monkeypatch.delenv("HARNESS_AIDER_BIN", raising=False)
-    agent = AiderAgent(AgentSettings(name="aider", model=MODEL))
-
     with pytest.raises(AgentSetupError) as info:
-        agent.propose(context(repo))
+        AiderAgent(AgentSettings(name="aider", model=MODEL))  # fails before any experiment runs
 
     assert str(info.value).startswith("aider not found: install it in its own environment with "
                                       "`uv tool install aider-chat`")
@@ -253,7 +251,7 @@ def test_missing_binary_is_a_setup_error(repo, tmp_path, monkeypatch):
 def test_harness_aider_bin_pointing_nowhere_says_where_it_looked(repo, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_AIDER_BIN", str(tmp_path / "no-such-aider"))
     with pytest.raises(AgentSetupError, match="no-such-aider"):
-        AiderAgent(AgentSettings(name="aider")).propose(context(repo))
+        AiderAgent(AgentSettings(name="aider"))
 
 
 def test_cost_cap_stops_before_aider_runs(repo, server, tmp_path):

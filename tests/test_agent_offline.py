@@ -169,17 +169,20 @@ def test_steps_adapt_to_keeps_and_discards(loop: ScriptedLoop):
     assert p.description.startswith("MATRIX_LR 0.06 -> 0.135 (last change of this knob upward was kept")
     # a discard sends the rotation to the other knobs, never-tried ones first by priority
     p, _ = loop.step(status="discard")
+    assert p.description.startswith("TOTAL_BATCH_SIZE 8192 -> 4096 (first try")
+    assert "TOTAL_BATCH_SIZE = 2**12     # tokens per step" in git(
+        loop.repo, "show", "refs/auto-log-research/attempts/0003:train.py")
+    p, _ = loop.step(status="discard")
     assert p.description.startswith("DEPTH 4 -> 3 (first try")
     p, _ = loop.step(status="discard")
     assert p.description.startswith("WARMDOWN_RATIO 0.5 -> 0.6 (first try")
     p, _ = loop.step(status="discard")
     assert p.description.startswith("WEIGHT_DECAY 0.0 -> 0.1 (first try")
-    p, _ = loop.step(status="discard")
-    assert p.description.startswith("TOTAL_BATCH_SIZE 8192 -> 4096 (first try")
-    assert "TOTAL_BATCH_SIZE = 2**12     # tokens per step" in git(loop.repo, "show", "refs/auto-log-research/attempts/0006:train.py")
     # back to MATRIX_LR: it overshot after a success, so a smaller step the same way
     p, _ = loop.step(status="discard")
     assert p.description.startswith("MATRIX_LR 0.06 -> 0.09 (moving it further upward was discarded; a smaller step")
+    p, _ = loop.step(status="discard")
+    assert p.description.startswith("TOTAL_BATCH_SIZE 8192 -> 16384 (moving it downward was discarded; trying the")
     p, _ = loop.step(status="discard")
     assert p.description.startswith("DEPTH 4 -> 5 (moving it downward was discarded; trying the other direction")
     # WARMDOWN_RATIO was discarded upward: now the other direction, inside (0, 1)
@@ -188,9 +191,9 @@ def test_steps_adapt_to_keeps_and_discards(loop: ScriptedLoop):
     p, _ = loop.step(status="discard")  # zero cannot go lower: a smaller step up instead
     assert p.description.startswith("WEIGHT_DECAY 0.0 -> 0.05 (moving it upward was discarded; a smaller step")
     p, _ = loop.step(status="discard")
-    assert p.description.startswith("TOTAL_BATCH_SIZE 8192 -> 16384 (moving it downward was discarded; trying the")
-    p, _ = loop.step(status="discard")
     assert p.description.startswith("MATRIX_LR 0.06 -> 0.07348 (moving it upward was discarded; a smaller step")
+    p, _ = loop.step(status="discard")
+    assert p.description.startswith("TOTAL_BATCH_SIZE 8192 -> 2048 (nearby values were tried; another step size")
     # both sides of DEPTH failed at ±1; an int has no smaller step, so another size
     p, _ = loop.step(status="discard")
     assert p.description.startswith("DEPTH 4 -> 2 (nearby values were tried; another step size")
@@ -239,7 +242,7 @@ def test_a_crash_is_learned_and_the_other_direction_tried(loop: ScriptedLoop):
     loop.step(status="crash")
     proposal = loop.propose()
     assert "(exp 1) MATRIX_LR 0.04 -> 0.06 crashed: loss diverged" in loop.notes.findings()[0]
-    assert proposal.description.startswith("DEPTH")  # the rotation moves on
+    assert proposal.description.startswith("TOTAL_BATCH_SIZE")  # the rotation moves on
     for _ in range(4):
         loop.step(status="discard")
     assert loop.propose().description.startswith(
@@ -313,7 +316,7 @@ def test_knobs_overridden_further_down_on_this_machine_are_left_alone(loop: Scri
     (loop.archive / loop.best).mkdir(parents=True)
     (loop.archive / loop.best / "run_summary.json").write_text(json.dumps(summary))
     names = [loop.step(status="discard")[0].details["knob"] for _ in range(6)]
-    assert "DEPTH" not in names and names[:2] == ["MATRIX_LR", "WARMDOWN_RATIO"]
+    assert "DEPTH" not in names and names[:3] == ["MATRIX_LR", "TOTAL_BATCH_SIZE", "WARMDOWN_RATIO"]
 
 
 def test_a_crlf_file_keeps_its_line_endings_and_only_one_line_changes(tmp_path: Path):
@@ -334,5 +337,49 @@ def test_the_archive_snapshot_stands_in_for_a_commit_git_no_longer_has(loop: Scr
                            delta=0.01, margin=MARGIN, best_before=loop.best_value))
     loop.experiment = 2
     proposal = loop.propose()
-    assert proposal.description.startswith("DEPTH 4 -> 3")  # MATRIX_LR up was tried: rotate on
+    assert proposal.description.startswith("TOTAL_BATCH_SIZE 8192 -> 4096")  # MATRIX_LR up was tried
     assert "(exp 1) MATRIX_LR 0.04 -> 0.06 was discarded" in loop.notes.findings()[0]
+
+
+ASSERTS = '''from prepare import MAX_SEQ_LEN
+
+MODEL_DIM = 256
+HEAD_DIM = 64
+SEQ_LEN = 256
+DEVICE_BATCH_SIZE = 32
+TOTAL_BATCH_SIZE = 8192
+assert SEQ_LEN <= MAX_SEQ_LEN, "names an import: not judged by the agent"
+assert MODEL_DIM % HEAD_DIM == 0
+assert TOTAL_BATCH_SIZE % (DEVICE_BATCH_SIZE * SEQ_LEN) == 0
+'''
+
+
+def test_the_files_asserts_are_kept_true_by_moving_a_partner_knob(tmp_path: Path):
+    loop = ScriptedLoop(tmp_path, source=ASSERTS, score=lambda values: 1.0)
+    loop.notes.add_idea("MODEL_DIM = 90  # no partner can make this divide")
+    loop.notes.add_idea("HEAD_DIM = 48")
+    proposal, _ = loop.step()
+    assert proposal.description == ("idea: HEAD_DIM = 48 (from ideas_queue.md; MODEL_DIM 256 -> 192 to keep the "
+                                    "file's asserts true; was 64)")
+    assert loop.notes.ideas()[0].result == "skipped: it breaks an assert of the file"
+    for _ in range(4):
+        proposal, _ = loop.step()
+        if proposal.details["knob"] == "TOTAL_BATCH_SIZE":
+            break
+    assert proposal.description.startswith("TOTAL_BATCH_SIZE 8192 -> 4096 (first try of this knob; smaller batches")
+    assert proposal.details["also"] == [["DEVICE_BATCH_SIZE", 32, 16]]
+    # the pair counts as a move of the batch size: next time, the other direction
+    while (proposal := loop.step()[0]).details["knob"] != "TOTAL_BATCH_SIZE":
+        pass
+    assert proposal.description.startswith("TOTAL_BATCH_SIZE 8192 -> 16384 (moving it downward was discarded")
+    for r in loop.ledger.rows()[1:]:
+        text = git(loop.repo, "show", f"{r.commit}:train.py")
+        values = {k.name: k.value for k in kn.read_knobs(text).values()}
+        assert not kn.violated(kn.constraints(text), values)
+
+
+def test_fingerprints_ignore_comments_spacing_and_spelling_but_not_code():
+    base = "N = 2**12  # tokens\nLR = 3e-4\n\ndef f():\n    return N\n"
+    assert fingerprint(base) == fingerprint("N = 4096\nLR   = 0.0003   # other comment\n\ndef f():\n    return N\n")
+    assert fingerprint(base) != fingerprint(base.replace("2**12", "2**13"))
+    assert fingerprint(base) != fingerprint(base.replace("return N", "return N + 1"))

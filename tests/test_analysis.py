@@ -225,6 +225,9 @@ def test_timeout_success_and_missing_summary():
     assert failure_summary("data not prepared: run `python prepare.py`\n", 2, False, False, None) == (
         "exception: exit code 2; last line: data not prepared: run `python prepare.py`"
     )
+    # an OOM the run caught (e.g. while probing batch sizes) and survived is not a failure
+    survived = "torch.OutOfMemoryError: CUDA out of memory; retrying with batch 16\n" + ok
+    assert classify_failure(survived, 0, False, False, None) is None
     # a traceback printed after the summary means the run crashed on the way out
     late = ok + 'Traceback (most recent call last):\n  File "train.py", line 9, in <module>\nRuntimeError: bye\n'
     assert classify_failure(late, None, False, False, None) == "exception"
@@ -318,7 +321,7 @@ def test_config_and_code_diff(tmp_path):
     assert [(c.knob, c.best, c.this) for c in changes] == [("LR", 0.01, 0.02), ("WARMUP", 10, None), ("HEADS", None, 8)]
     diff = code_diff(best / "train.py", run / "train.py")
     assert "-LR = 0.01\n+LR = 0.02\n" in diff and diff.startswith("--- best/train.py\n+++ this/train.py\n")
-    assert code_diff(best / "train.py", best / "train.py") is None
+    assert code_diff(best / "train.py", best / "train.py") == ""
     assert code_diff(best / "missing.py", run / "train.py") is None
 
 
@@ -327,7 +330,7 @@ def test_analyze_run_writes_markdown_json_and_plots(tmp_path):
     best = write_run(tmp_path / "aaaa111", steps=800, seed=1, config={"LR": 0.01, "DEPTH": 4})
     prev = write_run(tmp_path / "bbbb222", steps=800, seed=2, floor=1.4, step_ms=60)
     run = write_run(tmp_path / "cccc333", steps=800, seed=3, floor=1.1, step_ms=45, config={"LR": 0.02, "DEPTH": 4})
-    a = analyze_run(run, best_dir=best, prev_dir=prev, status="keep")
+    a = analyze_run(run, best_dir=best, prev_dir=prev, status="keep", value=0.88)
     assert a.value == pytest.approx(0.88) and a.failure is None and a.problems == ()
     assert a.vs_best.other == "aaaa111" and a.vs_best.value_delta == pytest.approx(0.88 - 0.96)
     assert a.vs_best.tokens_per_sec_ratio == pytest.approx(50 / 45, rel=0.02)
@@ -372,6 +375,8 @@ def test_crashed_run_with_only_a_log(tmp_path):
     failure = md[md.index("## Failure") : md.index("## Agent notes")]
     assert a.failure in failure and "raise RuntimeError" in failure  # the archived log tail
     assert "No training steps were recorded." in md
+    assert "curves part at: n/a (the two runs share no stretch of loss curve)" in md
+    assert "Knobs: not compared" in md and "train.py: no snapshot of both runs to compare." in md
 
 
 def test_corrupt_and_empty_files_never_raise(tmp_path):
@@ -388,9 +393,16 @@ def test_corrupt_and_empty_files_never_raise(tmp_path):
     assert a.failure.startswith("no_summary") and a.value is None
     assert "metrics.jsonl has no readable training steps" in a.problems
     assert "run_summary.json is not a readable JSON object" in a.problems
-    assert a.vs_best.parted_at is None and a.config_changes == ()
+    assert a.vs_best.parted_at is None and a.vs_best.axis == "none" and a.config_changes is None
     assert "## Failure" in (run / "analysis.md").read_text()
     json.loads((run / "analysis.json").read_text())
+
+
+def test_the_harness_verdict_wins_over_the_log(tmp_path):
+    run = write_run(tmp_path / "r", steps=100)  # its run.log claims val_bpb 0.96
+    a = analyze_run(run, status="violation", failure="untrusted metric: no valid receipt", plots=False)
+    assert a.value is None and a.failure == "untrusted metric: no valid receipt"
+    assert "val_bpb: **n/a**" in (run / "analysis.md").read_text()
 
 
 def test_nan_values_become_null_in_json(tmp_path):
@@ -485,3 +497,28 @@ def test_analyze_cli_explicit_dirs_and_errors(tmp_path):
     assert proc.returncode == 2 and "no attempt folder" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_analyze(tmp_path, str(tmp_path / "nope"))
     assert proc.returncode == 2 and "is not a folder" in proc.stderr
+
+
+def test_fuzzed_run_data_never_raises(tmp_path):
+    """Records of every shape train.py could write by mistake: the analysis still completes."""
+    rng = random.Random(7)
+    junk = [None, True, "nan", "1.5", "abc", [], {}, -1e308, 1e308, float("inf"), float("-inf"), float("nan"), 0, -3]
+    keys = ["step", "train/loss", "train/loss_smooth", "train/progress", "time/training_seconds",
+            "perf/step_time_ms", "perf/tokens_per_sec", "perf/mfu_percent", "train/lr_multiplier", "val/bpb"]
+
+    def fuzz_run(path: Path, n: int) -> Path:
+        path.mkdir()
+        lines = [json.dumps({k: rng.choice(junk + [rng.uniform(-5, 20)]) for k in keys if rng.random() < 0.8})
+                 for _ in range(n)]
+        (path / "metrics.jsonl").write_text("\n".join(lines))
+        (path / "run_summary.json").write_text(json.dumps({"config": rng.choice([None, [], {"LR": []}, "x"])}))
+        (path / "run.log").write_text(rng.choice(["", "---\n", "---\nval_bpb: nan\n", "Traceback (most recent call last):\n"]))
+        return path
+
+    for i in range(12):
+        run = fuzz_run(tmp_path / f"run{i}", rng.choice([0, 1, 3, 30, 300]))
+        best = fuzz_run(tmp_path / f"best{i}", rng.choice([0, 2, 40, 300]))
+        a = analyze_run(run, best_dir=best, prev_dir=best, plots=i < 3)
+        assert (run / "analysis.md").is_file()
+        json.loads((run / "analysis.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+        assert not [p for p in a.problems if "failed" in p], a.problems

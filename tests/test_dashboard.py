@@ -138,7 +138,7 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
         proc = subprocess.run([*harness_command(), "dashboard", "--repo", str(repo), "--port", str(port)],
                               capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0
-    assert proc.stderr.strip() == f"Error: port {port} is in use: pass --port N"
+    assert proc.stderr.strip() == f"error: port {port} is in use: pass --port N"
     assert proc.stdout == ""
 
 

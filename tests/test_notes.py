@@ -216,3 +216,12 @@ def test_add_idea_at_top_or_bottom_without_duplicates(tmp_path: Path):
     bare = Notes(tmp_path / "bare")
     assert bare.add_idea("X = 1")
     assert bare.ideas()[0].assignment == ("X", 1)
+
+
+def test_constraints_judge_only_asserts_over_knobs():
+    src = "from x import MAX\nA = 8\nB = 4\nassert A % B == 0\nassert A <= MAX\nassert 0 < B < A, 'order'\n"
+    tests = kn.constraints(src)
+    assert len(tests) == 3
+    assert kn.violated(tests, {"A": 8, "B": 4}) == []
+    assert [kn.names_in(t) for t in kn.violated(tests, {"A": 8, "B": 3})] == [["A", "B"]]
+    assert len(kn.violated(tests, {"A": 8, "B": 16})) == 2  # A % B != 0 and B < A fails; MAX unknown

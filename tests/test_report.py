@@ -158,8 +158,8 @@ def test_report_outside_a_git_repo_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run([*harness_command(), "report"], cwd=tmp_path, capture_output=True,
                           text=True)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == [f"Error: {tmp_path} is not inside a git repository",
-                                        "cd into the research repo or pass --repo PATH"]
+    assert proc.stderr.splitlines() == [f"error: {tmp_path.resolve()} is not inside a git repository",
+                                        "  -> cd into the research repo or pass --repo PATH"]
 
 
 def test_notes_shows_each_idea_with_its_state(repo: Path) -> None:
@@ -179,3 +179,17 @@ def test_notes_with_no_notes_yet(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["notes", "--repo", str(tmp_path / "r")], catch_exceptions=False)
     assert result.exit_code == 0
     assert "insights.md is empty or missing" in result.output and "has no ideas" in result.output
+
+
+def test_report_cuts_a_huge_diff(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    make_archive(root, 2)  # baseline + one keep
+    (root / "train.py").write_text("".join(f"LAYER_{i} = {i}\n" for i in range(2000)))
+    git(root, "commit", "-qam", "rewrite everything")
+    Ledger(root / ".auto-log-research" / "results.tsv").append(
+        Row(git(root, "rev-parse", "HEAD"), 1.85, 1.0, "keep", "rewrite everything", 2, margin=0.004))
+    out = tmp_path / "r.html"
+    CliRunner().invoke(cli, ["report", "--repo", str(root), "-o", str(out)], catch_exceptions=False)
+    html = out.read_text()
+    assert "(cut at 400 lines)" in html
+    assert html.count('<span class="add">+LAYER_') < 400

@@ -271,14 +271,13 @@ class AiderAgent:
         self.settings = settings
         self.log = log  # None: the archive's llm_calls.jsonl
         self.caps = caps or Caps(settings.max_cost, settings.max_tokens)
-        self.binary = binary
+        self.binary = find_aider(binary)  # at construction: a missing aider stops the loop before the baseline
         self.env = env  # extra variables on top of the harness's environment
         # e.g. "--edit-format diff --model-metadata-file m.json": aider options the harness has no name for
         self.extra_args = tuple(extra_args if extra_args is not None
                                 else shlex.split(os.environ.get("HARNESS_AIDER_ARGS", "")))
 
     def propose(self, ctx: AgentContext) -> Proposal:
-        binary = find_aider(self.binary)
         prompt = full_prompt(ctx)
         files = {name: _read(ctx.workdir / name) for name in ctx.target.editable}
         model = self.settings.model
@@ -291,7 +290,7 @@ class AiderAgent:
                          model=model, prompt=prompt) as call:
             scratch = Path(tmp)
             (scratch / "message.md").write_text(prompt, encoding="utf-8")
-            cmd = build_command(binary, ctx, self.settings, scratch, self.extra_args)
+            cmd = build_command(self.binary, ctx, self.settings, scratch, self.extra_args)
             run = run_aider(cmd, ctx.workdir, env, self.settings.timeout_s)
             output = _redact_env_secrets(run.output, env)
             requests, replies = parse_llm_history(_read(scratch / "llm.history"))

@@ -48,12 +48,12 @@ _SKIP = re.compile(
 # lessons of short, wall-clock-bounded runs: fewer, larger steps lose to more, hotter ones.
 _PRIORS: tuple[tuple[str, int, str], ...] = (
     (r"^MATRIX_LR$|^LR$|^LEARNING_RATE$|^PEAK_LR$", +1, "short budgets usually favour a higher LR"),
+    (r"TOTAL_BATCH|^BATCH_SIZE$|BATCH_TOKENS", -1, "smaller batches mean more optimizer steps"),
     (r"^DEPTH$|N_LAYERS?$|NUM_LAYERS?$|^LAYERS$", -1, "a smaller model takes more steps in the same time"),
     (r"WARMDOWN|COOLDOWN|DECAY_RATIO", +1, "a longer LR decay often helps short runs"),
     (r"_LR$|^LR_|LEARNING_RATE", +1, "short budgets usually favour a higher LR"),
     (r"MODEL_DIM|N_EMBD|D_MODEL|WIDTH|HIDDEN_SIZE|EMBED_DIM", -1, "a smaller model takes more steps in the same time"),
     (r"WEIGHT_DECAY|^WD$", +1, "some weight decay often regularizes"),
-    (r"TOTAL_BATCH|^BATCH_SIZE$|BATCH_TOKENS", -1, "smaller batches mean more optimizer steps"),
     (r"WARMUP", -1, "short runs waste little time warming up"),
     (r"FINAL_LR|MIN_LR|LR_FRAC", +1, "a non-zero final LR keeps learning to the end"),
     (r"MOMENTUM|BETA", +1, "momentum is a cheap knob to probe"),
@@ -164,20 +164,36 @@ class History:
     rows: list[Row] = field(default_factory=list)
     direction: str = "min"
 
-    def moves_of(self, name: str, single: bool = True) -> list[Move]:
-        counts: dict[int, int] = {}
+    def leads(self) -> dict[int, Move]:
+        """Per experiment, the move it is about: the highest-priority knob it changed (a batch
+        size moved together with the micro-batch that keeps an assert true is a batch-size move)."""
+        out: dict[int, Move] = {}
         for m in self.moves:
-            counts[m.experiment] = counts.get(m.experiment, 0) + 1
-        return [m for m in self.moves if m.name == name and (not single or counts[m.experiment] == 1)]
+            if m.experiment not in out or prior(m.name)[0] < prior(out[m.experiment].name)[0]:
+                out[m.experiment] = m
+        return out
+
+    def moves_of(self, name: str) -> list[Move]:
+        return [m for m in self.leads().values() if m.name == name]
 
 
 def fingerprint(source: str) -> str:
-    """Identity of a configuration: the file's syntax tree (comments and spacing do not count)."""
+    """Identity of a configuration: the file's syntax tree with constant arithmetic folded, so
+    comments, spacing and spelling (`2**12` or `4096`, `3e-4` or `0.0003`) do not count."""
     try:
-        text = ast.dump(ast.parse(source))
+        text = ast.dump(_Fold().visit(ast.parse(source)))
     except SyntaxError:
         text = source
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class _Fold(ast.NodeTransformer):
+    def _fold(self, node: ast.expr) -> ast.expr:
+        self.generic_visit(node)
+        value = kn.evaluate_number(node)
+        return node if value is None else ast.Constant(value)
+
+    visit_BinOp = visit_UnaryOp = _fold
 
 
 class _Files:
@@ -274,6 +290,36 @@ class Candidate:
     source: str  # the edited file
     reason: str
     idea: Idea | None = None
+    also: tuple[tuple[str, int | float, int | float], ...] = ()  # knobs moved along: (name, old, new)
+
+
+def edit(source: str, knobs: dict[str, kn.Knob], name: str, new: int | float) -> tuple[str, tuple] | None:
+    """`source` with knob `name` set to `new`, plus the co-moves that keep the file's module-level
+    asserts true (another knob of a failing assert scaled by the same ratio), or None if no
+    such edit exists. Returns (edited source, ((name, old, new), ...) of the co-moves)."""
+    tests = kn.constraints(source)
+    values = {k.name: k.value for k in knobs.values()} | {name: new}
+    failing = kn.violated(tests, values)
+    if not failing:
+        return kn.set_knob(source, name, new), ()
+    old = knobs[name].value
+    if old == 0:
+        return None
+    ratio = new / old
+    for other in dict.fromkeys(n for test in failing for n in kn.names_in(test)):
+        knob = knobs.get(other)
+        if other == name or knob is None or not is_tunable(knob):
+            continue
+        moved = knob.value * ratio
+        if knob.kind == "int":
+            if abs(moved - round(moved)) > 1e-9 or round(moved) < 1:
+                continue
+            moved = round(moved)
+        else:
+            moved = kn.tidy(moved)
+        if not kn.violated(tests, values | {other: moved}):
+            return kn.set_knob(kn.set_knob(source, name, new), other, moved), ((other, knob.value, moved),)
+    return None
 
 
 class OfflineAgent:
@@ -295,11 +341,15 @@ class OfflineAgent:
                              hint="add ideas to ideas_queue.md, or switch to an LLM agent")
         (ctx.workdir / path).write_bytes(candidate.source.encode("utf-8"))  # line endings as they were
         old, new = kn.format_value(candidate.old), kn.format_value(candidate.new)
+        reason = candidate.reason + "".join(
+            f"; {n} {kn.format_value(a)} -> {kn.format_value(b)} to keep the file's asserts true"
+            for n, a, b in candidate.also)
         if candidate.idea is not None:
-            description = f"idea: {candidate.name} = {new} ({candidate.reason}; was {old})"
+            description = f"idea: {candidate.name} = {new} ({reason}; was {old})"
         else:
-            description = f"{candidate.name} {old} -> {new} ({candidate.reason})"
-        details = {"file": path, "knob": candidate.name, "old": candidate.old, "new": candidate.new}
+            description = f"{candidate.name} {old} -> {new} ({reason})"
+        details = {"file": path, "knob": candidate.name, "old": candidate.old, "new": candidate.new,
+                   "also": [list(c) for c in candidate.also]}
         if candidate.idea is not None:
             details["idea"] = candidate.idea.text
         return Proposal(description=description, details=details)
@@ -365,13 +415,16 @@ class OfflineAgent:
             if _same(knob.value, value):
                 notes.mark_idea(idea.text, None, f"already in effect ({name} = {kn.format_value(value)})")
                 continue
-            edited = kn.set_knob(source, name, value)
-            key = fingerprint(edited)
+            made = edit(source, knobs, name, value)
+            if made is None:
+                notes.mark_idea(idea.text, None, "skipped: it breaks an assert of the file")
+                continue
+            key = fingerprint(made[0])
             if key in history.tried:
                 notes.mark_idea(idea.text, history.tried[key], "already tried (same configuration)")
                 continue
             reason = idea.why or "from ideas_queue.md"
-            return Candidate(name, knob.value, kn.read_knobs(edited)[name].value, edited, reason, idea)
+            return Candidate(name, knob.value, value, made[0], reason, idea, made[1])
         return None
 
     def _mutation(self, source: str, knobs: dict[str, kn.Knob], history: History) -> Candidate | None:
@@ -380,10 +433,10 @@ class OfflineAgent:
                 new = step_value(knob.name, knob.value, knob.kind, direction, level)
                 if new is None:
                     continue
-                edited = kn.set_knob(source, knob.name, new)
-                if fingerprint(edited) in history.tried:
-                    continue
-                return Candidate(knob.name, knob.value, kn.read_knobs(edited)[knob.name].value, edited, why)
+                made = edit(source, knobs, knob.name, new)
+                if made is None or fingerprint(made[0]) in history.tried:
+                    continue  # invalid by the file's own asserts, or tried before
+                return Candidate(knob.name, knob.value, new, made[0], why, also=made[1])
         return None
 
     @staticmethod
@@ -396,9 +449,9 @@ class OfflineAgent:
         ordered = sorted(tunable, key=lambda k: (last_try.get(k.name, -1), prior(k.name)[0], file_order[k.name]))
         recorded = [r for r in history.rows if r.commit != "-"]
         if recorded and recorded[-1].status == "keep":
-            won = [m.name for m in history.moves if m.experiment == recorded[-1].experiment]
-            if len(won) == 1 and won[0] in knobs:
-                ordered = [knobs[won[0]]] + [k for k in ordered if k.name != won[0]]
+            won = history.leads().get(recorded[-1].experiment)
+            if won is not None and won.name in knobs:
+                ordered = [knobs[won.name]] + [k for k in ordered if k.name != won.name]
         return ordered
 
     @staticmethod

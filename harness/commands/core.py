@@ -9,6 +9,7 @@ import click
 from harness import listing
 from harness.agents.registry import AGENTS, make_agent
 from harness.commands.common import handle_errors, make_view, repo_option
+from harness.executors import EXECUTORS
 from harness.loop import StopRules, run_current, run_loop
 from harness.session import init as init_research
 from harness.session import open_lab
@@ -76,25 +77,34 @@ def run(description, budget, quiet, repo):
 @click.option("--agent-timeout", type=float, envvar="HARNESS_AGENT_TIMEOUT", help="Seconds per agent call.")
 @click.option("--confirm/--no-confirm", default=None, envvar="HARNESS_CONFIRM",
               help="Re-run a winner with a second seed before keeping it (default on).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, envvar="HARNESS_WORKERS",
+              help="Experiments in flight at once, each in its own worktree (default 1).")
+@click.option("--executor", type=click.Choice(EXECUTORS), default=None, envvar="HARNESS_EXECUTOR",
+              help="Where runs execute: this machine (local) or a Ray cluster (ray). See docs/scaling.md.")
+@click.option("--ray-address", envvar="HARNESS_RAY_ADDRESS",
+              help="The Ray cluster (host:port, ray://host:10001 or auto; default: RAY_ADDRESS or a local one).")
+@click.option("--gpus-per-worker", type=float, default=None, envvar="HARNESS_GPUS_PER_WORKER",
+              help="GPUs each run gets (default: 1 if GPUs are present, else 0 = CPU threads).")
 @budget_option
 @quiet_option
 @repo_option
 @handle_errors
 def loop(agent, agent_command, model, summary_model, max_experiments, hours, until, patience, max_cost, max_tokens,
-         agent_timeout, confirm, budget, quiet, repo):
+         agent_timeout, confirm, workers, executor, ray_address, gpus_per_worker, budget, quiet, repo):
     """Run the research loop: propose, commit, train, analyze, decide, record; until a stop."""
     if agent is None and agent_command:
         agent = "command"
     overrides = {"agent": agent, "agent_command": agent_command, "model": model, "summary_model": summary_model,
                  "max_cost": max_cost, "max_tokens": max_tokens, "agent_timeout": agent_timeout,
-                 "confirm": confirm, "budget": budget}
+                 "confirm": confirm, "budget": budget, "workers": workers, "executor": executor,
+                 "ray_address": ray_address}
     view = make_view(quiet)
     lab = open_lab(repo, overrides, view)
     backend = make_agent(lab.cfg.agent, lab.archive)
     rules = StopRules(max_experiments, hours, until, patience)
     with lab.lock:
         lab.capture_manifest()
-        result = run_loop(lab, backend, rules)
+        result = run_loop(lab, backend, rules, gpus_per_worker=gpus_per_worker)
     best = result.best
     best_text = f"best {lab.cfg.target.metric} {best.value:.6f} ({best.short})" if best and best.value is not None else ""
     click.echo(f"stopped: {result.reason}. {result.experiments} experiments, {result.kept} kept; {best_text}")

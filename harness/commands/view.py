@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import click
 from rich.console import Console
@@ -15,21 +13,17 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from harness.commands.common import handle_errors, repo_option
 from harness.config import load_config
-from harness.errors import HarnessError, UsageError
+from harness.errors import UsageError
 from harness.ledger import Ledger
-from harness.report import Idea, ledger_metric, parse_ideas
-
-T = TypeVar("T")
-
-repo_option = click.option(
-    "--repo", type=click.Path(file_okay=False, path_type=Path), envvar="HARNESS_REPO",
-    help="The research repository (default: the git repository around the current directory).")
+from harness.notes import Idea, Notes
+from harness.report import idea_experiment, idea_parts, ledger_metric
 
 
 def find_root(repo: Path | None) -> Path:
-    """The repository root: --repo, else `git rev-parse --show-toplevel` from the cwd."""
-    start = repo or Path.cwd()
+    """The repository root: `git rev-parse --show-toplevel` from --repo (default: the cwd)."""
+    start = Path(repo or ".").resolve()
     try:
         out = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, text=True)
     except (OSError, subprocess.SubprocessError) as e:
@@ -39,27 +33,16 @@ def find_root(repo: Path | None) -> Path:
     return Path(out.stdout.strip())
 
 
-def run_or_exit(fn: Callable[[], T]) -> T:
-    """Turn a HarnessError into its one or two lines and its exit code (no traceback)."""
-    try:
-        return fn()
-    except HarnessError as e:
-        click.echo(f"Error: {e}", err=True)
-        if e.hint:
-            click.echo(e.hint, err=True)
-        sys.exit(e.exit_code or 1)
-
-
 @click.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the HTML (default: .auto-log-research/report.html).")
 @repo_option
+@handle_errors
 def report(output: Path | None, repo: Path | None) -> None:
     """Write one self-contained HTML report of the research (opens with no network)."""
     from harness.report import build_report
 
-    path = run_or_exit(lambda: build_report(find_root(repo), output))
-    click.echo(f"report: {path}")
+    click.echo(f"report: {build_report(find_root(repo), output)}")
 
 
 @click.command()
@@ -67,6 +50,7 @@ def report(output: Path | None, repo: Path | None) -> None:
               help="Port to listen on (0 picks a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 @repo_option
+@handle_errors
 def dashboard(port: int, host: str, repo: Path | None) -> None:
     """Serve the report on a local web page that updates itself as experiments land."""
     from harness.dashboard import serve
@@ -77,25 +61,23 @@ def dashboard(port: int, host: str, repo: Path | None) -> None:
             click.echo(f"note: bound to {host}; anyone who can reach it can read the archive", err=True)
         sys.stdout.flush()
 
-    run_or_exit(lambda: serve(find_root(repo), host, port, ready=ready))
+    serve(find_root(repo), host, port, ready=ready)
 
 
 @click.command()
 @repo_option
+@handle_errors
 def notes(repo: Path | None) -> None:
     """Show insights.md and the ideas queue at a glance (each idea: pending, or tried and its result)."""
-    def show() -> None:
-        cfg = load_config(find_root(repo))
-        archive = cfg.archive_dir
-        console = Console()
-        insights = _read(archive / "insights.md")
-        console.print(Panel(_markdown(insights) if insights.strip() else "[dim]insights.md is empty or missing[/dim]",
-                            title="insights.md", expand=True))
-        ledger = Ledger(archive / "results.tsv", ledger_metric(archive / "results.tsv") or cfg.target.metric)
-        ideas = parse_ideas(_read(archive / "ideas_queue.md"))
-        console.print(ideas_table(ideas, {r.experiment: r for r in ledger.rows()}))
-
-    run_or_exit(show)
+    cfg = load_config(find_root(repo))
+    archive = cfg.archive_dir
+    console = Console()
+    notes = Notes(archive)
+    insights = _read(notes.insights_path)
+    console.print(Panel(_markdown(insights) if insights.strip() else "[dim]insights.md is empty or missing[/dim]",
+                        title="insights.md", expand=True))
+    ledger = Ledger(archive / "results.tsv", ledger_metric(archive / "results.tsv") or cfg.target.metric)
+    console.print(ideas_table(notes.ideas(), {r.experiment: r for r in ledger.rows()}))
 
 
 def ideas_table(ideas: list[Idea], rows: dict) -> Table | str:
@@ -106,13 +88,15 @@ def ideas_table(ideas: list[Idea], rows: dict) -> Table | str:
         table.add_column(name, overflow="fold")
     for idea in ideas:
         state = "[green]tried[/green]" if idea.done else "[yellow]pending[/yellow]"
-        result = idea.outcome
-        row = rows.get(idea.experiment) if idea.experiment is not None else None
+        text, why = idea_parts(idea)
+        n = idea_experiment(idea)
+        row = rows.get(n) if n is not None else None
+        result = idea.result
         if row is not None:  # the ledger is the truth; the note may be stale
             value = "no result" if row.value is None else f"{row.value:.6f}"
             result = f"exp {row.experiment}: {row.status} {value}"
         # Text(), not markup: an agent wrote these, and a stray `[/x]` would break rich's parser.
-        table.add_row(state, Text(idea.text), Text(idea.why), Text(result), style=None if idea.done else "bold")
+        table.add_row(state, Text(text), Text(why), Text(result), style=None if idea.done else "bold")
     return table
 
 

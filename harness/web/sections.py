@@ -7,7 +7,8 @@ from datetime import datetime
 from html import escape
 
 from harness.ledger import STATUSES, Row
-from harness.report import ReportData
+from harness.notes import Idea
+from harness.report import ReportData, idea_experiment, idea_parts
 from harness.web import charts
 
 FAILED = ("crash", "invalid", "violation", "agent_error", "infra", "no_change")
@@ -135,7 +136,13 @@ def lineage(d: ReportData) -> str:
             parts.append(f'<div class="step"><div class="stephead">{head}</div></div>')
             continue
         note = f' <span class="muted">(cut at {len(step.diff.splitlines())} lines)</span>' if step.truncated else ""
-        diff = render_diff(step.diff) if step.diff else '<p class="muted">No diff available (git objects and snapshots missing).</p>'
+        if step.diff:
+            diff = render_diff(step.diff)
+        elif step.truncated:
+            diff = (f'<p class="muted">Left out to keep the page small: '
+                    f"<code>git diff {e(step.previous.short)} {e(r.short)}</code></p>")
+        else:
+            diff = '<p class="muted">No diff available (git objects and snapshots missing).</p>'
         parts.append(f'<details class="step" open><summary class="stephead">{head}{note}</summary>{diff}</details>')
     return "".join(parts)
 
@@ -214,13 +221,17 @@ def notes(d: ReportData) -> str:
     insights = (f'<pre class="notes">{e(d.insights)}</pre>' if d.insights.strip()
                 else '<p class="muted">insights.md is empty or missing.</p>')
     if d.ideas:
-        rows = "".join(
-            f"<tr><td>{'done' if i.done else 'pending'}</td><td>{e(i.text)}</td><td>{e(i.why)}</td>"
-            f"<td>{'' if i.experiment is None else '#' + str(i.experiment)}</td><td>{e(i.outcome)}</td></tr>"
-            for i in d.ideas)
+        rows = "".join(_idea_row(i) for i in d.ideas)
         ideas = (f"<table><thead><tr><th>state</th><th>idea</th><th>why</th><th>exp</th><th>outcome</th></tr>"
                  f"</thead><tbody>{rows}</tbody></table>")
     else:
         ideas = '<p class="muted">ideas_queue.md has no ideas.</p>'
     raw = f'<details><summary>ideas_queue.md as written</summary><pre class="notes">{e(d.ideas_text)}</pre></details>'
     return f"<h3>Insights</h3>{insights}<h3>Ideas</h3>{ideas}{raw if d.ideas_text.strip() else ''}"
+
+
+def _idea_row(idea: Idea) -> str:
+    text, why = idea_parts(idea)
+    n = idea_experiment(idea)
+    return (f"<tr><td>{'done' if idea.done else 'pending'}</td><td>{e(text)}</td><td>{e(why)}</td>"
+            f"<td>{'' if n is None else '#' + str(n)}</td><td>{e(idea.result)}</td></tr>")

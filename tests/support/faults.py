@@ -72,6 +72,16 @@ elif fault == "badmetrics":
 elif fault == "badsummary":
     with open(os.path.join(run_dir, "run_summary.json"), "w") as f:
         f.write("{this is not json")
+elif fault == "fill":
+    subprocess.run([sys.executable, "evaluate.py"], check=True)  # the summary first, then fill the disk
+    try:
+        with open(os.path.join(run_dir, "filler.bin"), "wb") as f:
+            for _ in range(32):  # 2 MB at most: fills the tiny tmpfs, harmless on a real disk
+                f.write(b"0" * 65536)
+                f.flush()
+    except OSError as e:
+        print("the disk is full now:", e, flush=True)
+    sys.exit(0)
 elif fault == "breakgit":
     with open(".git/HEAD", "w") as f:
         f.write("garbage\n")
@@ -269,13 +279,17 @@ def wait_for(pred: Callable[[], bool], timeout: float = 60.0) -> bool:
     return False
 
 
-def lock_phase(repo: Path) -> str | None:
+def lock_phase(repo: Path, pid: int | None = None) -> str | None:
+    """The phase in the lock file; with `pid`, "starting" unless that process holds the lock."""
     import json
 
     try:
-        return json.loads((repo / ARCHIVE_DIR / "lock").read_text()).get("phase")
+        data = json.loads((repo / ARCHIVE_DIR / "lock").read_text())
     except (OSError, ValueError):
-        return None
+        data = {}
+    if pid is not None and data.get("pid") != pid:
+        return "starting"
+    return data.get("phase")
 
 
 def hostname() -> str:
@@ -656,19 +670,22 @@ def _mount_namespace() -> list[str] | None:
     return None
 
 
-def disk_full(tmp: Path) -> FaultResult:
-    """The archive on a small tmpfs (in a private mount namespace) fills up while a run writes
-    its log: a real ENOSPC. The harness aborts (exit 3) with nothing half-written; with room
-    again, the interrupted attempt runs on the next `harness loop`."""
-    name = "disk full (archive on a tiny tmpfs)"
+def disk_full(tmp: Path, fault: str = "spew") -> FaultResult:
+    """The archive on a small tmpfs (in a private mount namespace) fills up: a real ENOSPC, while
+    the run writes its log ("spew"), or from the run itself after its summary, so the harness
+    meets it when it records ("fill"). The harness aborts (exit 3) with nothing half-written;
+    with room again, the interrupted attempt runs on the next `harness loop`."""
+    when = "while the run writes its log" if fault == "spew" else "after the run, before recording"
+    name = f"disk full {when} (tmpfs archive)"
     prefix = _mount_namespace()
     if prefix is None:
         return skipped(name, "cannot mount a tmpfs here, not even in a user+mount namespace")
-    repo = fault_repo(tmp / "disk")
+    tmp = tmp / f"disk-{fault}"
+    repo = fault_repo(tmp / "repo")
     archive, before, after = repo / ARCHIVE_DIR, tmp / "archive.before", tmp / "archive.after"
     shutil.copytree(archive, before)
     size_kb = sum(-(-p.stat().st_size // 4096) * 4 for p in before.rglob("*") if p.is_file()) + 512
-    agent = scripted_agent(tmp / "disk-agent", [set_fault("spew", SPEW_MB=8)])
+    agent = scripted_agent(tmp / "agent", [set_fault(fault, SPEW_MB=8)])
     script = (f"mount -t tmpfs -o size={size_kb}k tmpfs '{archive}' && cp -a '{before}/.' '{archive}/' || exit 99\n"
               f"'{HARNESS}' loop -q --agent-command '{agent}' --max-experiments 1; rc=$?\n"
               f"df -k '{archive}' | tail -1; cp -a '{archive}' '{after}'; exit $rc\n")
@@ -680,7 +697,7 @@ def disk_full(tmp: Path) -> FaultResult:
     ledger_after = (after / "results.tsv").read_bytes() if (after / "results.tsv").exists() else b""
     clean_ledger = ledger_after == (before / "results.tsv").read_bytes()
     shutil.rmtree(archive)
-    shutil.copytree(after, archive)  # the user frees space: the archive as the full disk left it
+    shutil.copytree(after, archive, ignore=shutil.ignore_patterns("filler.bin"))  # the user frees space
     again = loop(repo, agent, "--max-experiments", "1")
     state = audit(repo, expected_rows=2)
     resumed = by_experiment(state.rows).get(1)
@@ -690,3 +707,159 @@ def disk_full(tmp: Path) -> FaultResult:
         "results.tsv untouched (no torn row)": clean_ledger,
         "with room again the attempt runs once": again.returncode == 0 and bool(resumed and resumed.value),
     }, state, f"{size_kb} KB tmpfs via {' '.join(prefix)}; " + _first_error(text))
+
+
+def disk_full_when_recording(tmp: Path) -> FaultResult:
+    return disk_full(tmp, "fill")
+
+
+# -- scenarios with real training (the project's prepare.py / train.py, tiny dataset) ---------
+
+FAKE_TRAIN = "printf 'print(\"---\")\\nprint(\"val_bpb: 0.100000\")\\n' > train.py\necho 'print a made-up val_bpb'"
+CACHE_FILE = 'f=$(ls "$ALR_CACHE_DIR"/*/*.bin "$ALR_CACHE_DIR"/*/*.npy 2>/dev/null | sort | head -1); test -n "$f"'
+
+
+def prepare_tiny(cache: Path) -> dict[str, str]:
+    """Prepare the tiny test dataset into `cache` (what tests/conftest.py's alr_env does)."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALR_")} | {"ALR_CACHE_DIR": str(cache)}
+    cmd = [sys.executable, str(root / "prepare.py"), "--text", str(root / "tests" / "data" / "tiny"), "--name", "tiny",
+           "--vocab-size", "1024"]
+    subprocess.run(cmd, env=env, cwd=root, capture_output=True, check=True, timeout=300)
+    return {"ALR_CACHE_DIR": str(cache), "ALR_DATASET": "tiny"}
+
+
+def real_training(tmp: Path, alr_env: dict[str, str]) -> list[FaultResult]:
+    """With the real training target: a train.py that prints `val_bpb: 0.1` without evaluating
+    (not trusted: violation); the data cache deleted, then modified, between runs (fatal, exit 3,
+    nothing half-written; after re-preparing, the interrupted attempt runs once)."""
+    from support.research import make_research_repo
+
+    original = Path(alr_env["ALR_CACHE_DIR"])
+    cache = tmp / "cache"
+    shutil.copytree(original, cache)  # this scenario breaks its cache: never the shared one
+    env = base_env(**{**alr_env, "ALR_CACHE_DIR": str(cache)}, HARNESS_BUDGET="1")
+    repo = make_research_repo(tmp / "research")
+    init = run_harness(repo, "init", "--tag", "t", "-q", "--baseline-runs", "1", env=env)
+    assert init.returncode == 0, output(init)
+    steps = [FAKE_TRAIN, CACHE_FILE + '\nrm -f "$f"\necho "# try" >> train.py\necho "cache file deleted"',
+             CACHE_FILE + '\nprintf x >> "$f"\necho "# again" >> train.py\necho "cache file modified"']
+    agent = scripted_agent(tmp / "real-agent", steps)
+    first = loop(repo, agent, "--max-experiments", "3", env=env)
+    after_delete = rows(repo)
+    shutil.rmtree(cache)
+    shutil.copytree(original, cache)  # the user re-prepares
+    second = loop(repo, agent, "--max-experiments", "2", env=env)
+    after_modify = rows(repo)
+    shutil.rmtree(cache)
+    shutil.copytree(original, cache)
+    state = audit(repo, expected_rows=3, allowed_untracked=())
+    fake = by_experiment(state.rows).get(1)
+    resumed = by_experiment(state.rows).get(2)
+    fatal = {
+        "aborted with exit 3": first.returncode == 3 and second.returncode == 3,
+        "clear report": all("prepared data changed" in output(p) and "Traceback" not in output(p)
+                            for p in (first, second)),
+    }
+    return [
+        result("train.py prints a made-up val_bpb: 0.1", {
+            "recorded as violation": bool(fake and fake.status == "violation"),
+            "not trusted": bool(fake and fake.value is None and "untrusted" in fake.failure),
+        }, state, fake.failure[:90] if fake else "no row"),
+        result("data cache deleted between runs (real training)", {
+            **fatal, "nothing half-written": [r.experiment for r in after_delete] == [0, 1],
+        }, state, _first_error(output(first))),
+        result("data cache modified between runs (real training)", {
+            **fatal, "the deleted-cache attempt ran once after re-preparing": bool(resumed and resumed.value),
+            "nothing half-written": [r.experiment for r in after_modify] == [0, 1, 2],
+        }, state, "experiment 3 stays pending until the next `harness loop`"),
+    ]
+
+
+# -- kill -9 at random moments ------------------------------------------------------------------
+
+KILL9_AGENT = r'''
+import os, re, time
+n = int(os.environ["HARNESS_EXPERIMENT"])
+time.sleep(0.2)  # an agent takes a moment: kills land in the agent phase too
+src = open("model.py").read()
+kind = n % 4
+if kind == 1:  # closer to the optimum every time: a keep (until it is within the noise)
+    src, what = re.sub(r"^X = .*$", f"X = {1 + 2 * 0.8 ** n:.6f}", src, flags=re.M), f"X toward 1 ({n})"
+elif kind == 2:
+    src, what = re.sub(r"^Y = .*$", f"Y = {2.5 + n / 100:.2f}", src, flags=re.M), f"Y away from 2 ({n})"
+elif kind == 3:
+    src, what = re.sub(r"^CRASH = .*$", "CRASH = 1", src, flags=re.M), "a crash"
+else:
+    what = "nothing this time"
+open("model.py", "w").write(src)
+print(what)
+'''
+
+
+@dataclass(frozen=True)
+class Kill:
+    number: int
+    delay: float
+    phase: str | None  # what the harness was doing when it died (from its lock file)
+    rows_before: int
+    started: bool  # the harness (resuming the previous kill) was still running at the kill
+    orphans: int  # processes of the killed harness (agent, run) still alive right after
+    error: str = ""  # what the harness said if it exited by itself before the kill
+
+    def line(self) -> str:
+        state = "running" if self.started else f"EXITED: {self.error}"
+        return (f"kill {self.number:02d}: after {self.delay:5.2f}s in phase {self.phase or '-':9} rows {self.rows_before:3d}"
+                f"  harness {state}  orphans {self.orphans}")
+
+
+def _processes_in(repo: Path) -> list[int]:
+    """Live processes whose working directory is `repo` (an agent's or a run's, left behind)."""
+    out = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(os.readlink(entry / "cwd")) == repo and int(entry.name) != os.getpid() and alive(int(entry.name)):
+                out.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def kill9_campaign(tmp: Path, kills: int = 20, seed: int = 1234, max_delay: float = 4.0,
+                   report: Callable[[str], None] = lambda _: None) -> tuple[list[Kill], Audit, FaultResult]:
+    """`harness loop` killed with SIGKILL `kills` times at random moments (seeded), each kill
+    followed by a restart that resumes; then a last clean `harness loop --max-experiments 1`
+    and the audit of the whole repository."""
+    import random
+
+    repo = fault_repo(tmp / "kill9")
+    (tmp / "kill9_agent.py").write_text(KILL9_AGENT)
+    agent = f"{sys.executable} {tmp / 'kill9_agent.py'}"
+    rng = random.Random(seed)
+    report(f"seed {seed}: {kills} kills, delays uniform in [0.05, {max_delay}] s")
+    done: list[Kill] = []
+    for number in range(1, kills + 1):
+        delay = rng.uniform(0.05, max_delay)
+        before = len(rows(repo))
+        proc = start_loop(repo, agent)
+        time.sleep(delay)
+        phase = lock_phase(repo, proc.pid)
+        started = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+        orphans = _processes_in(repo.resolve())
+        wait_for(lambda: not _processes_in(repo.resolve()), timeout=30)  # a person restarts later
+        kill = Kill(number, delay, phase, before, started, len(orphans),
+                    "" if started else (out or "").strip().splitlines()[-1:][0] if out.strip() else "no output")
+        done.append(kill)
+        report(kill.line())
+    final = loop(repo, agent, "--max-experiments", "1")
+    state = audit(repo, allowed_untracked=(USER_FILE,), pending_ok=False)
+    survived_all = all(k.started for k in done)
+    res = result(f"kill -9 x{kills} at random moments, resumed each time", {
+        "every restart resumed (none exited by itself)": survived_all,
+        "the last loop finished": final.returncode == 0,
+        "user file intact": user_file_intact(repo),
+    }, state, f"seed {seed}; {len(state.rows)} rows; phases hit: "
+              + ", ".join(sorted({k.phase or '-' for k in done})))
+    return done, state, res

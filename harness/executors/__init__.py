@@ -1,0 +1,59 @@
+"""Where training runs execute when the loop has workers: this machine or a Ray cluster.
+
+An executor runs one RunSpec and says how it ended (a RunOutcome, harness/runner.py), like the
+Lab's default LocalRunner. `slots` says what each worker's runs get: GPU ids or a thread count
+(environment variables added to the run), so N runs in flight never fight over one device.
+
+    executor = make_executor("local", workers=2)         # checks resources; UsageError if short
+    outcome = executor.run(spec, on_line=print)          # may raise InfraError (ray: lost worker)
+    executor.close()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from harness.errors import UsageError
+from harness.runner import RunOutcome, RunSpec
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What one worker's runs get."""
+
+    worker: int
+    label: str  # "GPU 0", "1 thread", for views
+    gpus: float = 0.0
+    cpus: int = 1
+    env: dict[str, str] = field(default_factory=dict)  # added to the run's environment
+
+
+class Executor(Protocol):
+    name: str
+    slots: list[Slot]
+
+    def run(self, spec: RunSpec, *, on_line: Callable[[str], None] | None = None,
+            stop_event=None) -> RunOutcome: ...
+
+    def close(self) -> None: ...
+
+
+def make_executor(kind: str, workers: int, *, ray_address: str | None = None,
+                  gpus_per_worker: float | None = None, emit: Callable[[str, str], None] | None = None) -> Executor:
+    """The executor for `harness loop --executor KIND --workers N`. `emit(level, text)` gets
+    warnings (e.g. more workers than the cluster runs at once)."""
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if kind == "local":
+        from harness.executors.local import LocalExecutor
+
+        return LocalExecutor(workers, gpus_per_worker=gpus_per_worker)
+    if kind == "ray":
+        from harness.executors.ray_executor import RayExecutor
+
+        return RayExecutor(workers, address=ray_address, gpus_per_worker=gpus_per_worker, emit=emit)
+    raise UsageError(f"unknown executor {kind!r}", hint=f"use one of: {', '.join(EXECUTORS)}")

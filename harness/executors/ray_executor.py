@@ -1,0 +1,278 @@
+"""Runs on a Ray cluster: each training run is one Ray task with the resources it needs.
+
+The task gets the attempt's snapshot (the tracked files of the worker's worktree: train.py,
+prepare.py, ...), runs it in a temp folder on whichever node Ray picks, through the same
+sandboxed runner as a local run, and sends back the run's outputs (run.log, metrics.jsonl,
+run_summary.json, the evaluation receipt, ...) for the archive. Tracked files the run changed
+come back too, so the harness's integrity check sees them as it would locally.
+
+A lost node or worker process (the task died, not the training) is retried once; a second loss
+raises InfraError, which the loop records as `infra`, never against the idea. `ray` is an
+optional dependency, imported only here and only when this executor is used.
+
+Nodes need what a local run needs: this package installed (the task imports harness.runner),
+and the data prepared in their cache (ALR_CACHE_DIR and ALR_DATASET are forwarded).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import runner
+from harness.errors import InfraError, UsageError
+from harness.executors import Slot
+from harness.executors.local import thread_env
+
+RETRIES = 1  # an infrastructure failure is retried this often before it is recorded as `infra`
+FORWARDED = ("ALR_CACHE_DIR", "ALR_DATASET", "ALR_DEVICE")
+MAX_SHIPPED_BYTES = 256 * 2**20  # the snapshot: code, not data (data is prepared on each node)
+MAX_RETURNED_FILE = 64 * 2**20
+POLL_S = 0.2
+# Runs the command as its child and ends the run's whole process group if the Ray worker that
+# started it dies (else the training would go on, orphaned, holding the node's CPUs or GPU).
+_DIE_WITH_PARENT = """\
+import ctypes, os, signal, subprocess, sys
+def die(*_):
+    os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGUSR1, die)
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGUSR1))  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() == 1:
+    die()
+child = subprocess.Popen(sys.argv[1:])
+code = child.wait()
+if code < 0:
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--executor ray needs Ray, which is not installed",
+                         hint="pip install 'auto-log-research[ray]' (or: pip install 'ray[default]')") from None
+    return ray
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, workers: int, *, address: str | None = None, gpus_per_worker: float | None = None,
+                 emit: Callable[[str, str], None] | None = None):
+        self.ray = _import_ray()
+        self.address = address
+        self.emit = emit or (lambda level, text: None)
+        _connect(self.ray, address)
+        try:
+            self.slots = _plan(self.ray.cluster_resources(), workers, gpus_per_worker, self.emit)
+        except BaseException:
+            self.ray.shutdown()
+            raise
+        self._remote = self.ray.remote(_run_task)
+
+    def run(self, spec: runner.RunSpec, *, on_line=None, stop_event=None) -> runner.RunOutcome:
+        slot = _slot_of(self.slots, spec.env)
+        payload = _snapshot(spec.cwd)
+        last: BaseException | None = None
+        for attempt in range(RETRIES + 1):
+            try:
+                return self._run_once(spec, slot, payload, stop_event)
+            except _Lost as e:
+                last = e.__cause__ or e
+                if attempt < RETRIES:
+                    self.emit("warn", f"the Ray task was lost ({_first_line(last)}); retrying it once")
+        raise InfraError(f"the Ray task was lost twice: {_first_line(last)}",
+                         hint="check the cluster (`ray status`); the attempt was not counted against the idea")
+
+    def _run_once(self, spec: runner.RunSpec, slot: Slot, payload: dict[str, bytes], stop_event) -> runner.RunOutcome:
+        ray = self.ray
+        env = {**spec.env, **{k: os.environ[k] for k in FORWARDED if k in os.environ}}
+        job = {"argv": spec.argv, "shell_command": spec.shell_command, "env": env,
+               "local_cwd": str(spec.cwd), "local_out": str(spec.out_dir), "local_python": sys.executable,
+               "wall_limit_s": spec.wall_limit_s, "memory_mb": spec.memory_mb,
+               "output_cap_bytes": spec.output_cap_bytes, "network": spec.network}
+        options = {"num_cpus": slot.cpus, "max_retries": 0, "name": f"alr-run-w{slot.worker}"}
+        if slot.gpus:
+            options["num_gpus"] = slot.gpus
+        started = time.monotonic()
+        try:
+            ref = self._remote.options(**options).remote(payload, job)
+        except Exception as e:  # noqa: BLE001 - the cluster went away between runs
+            raise _Lost() from e
+        while True:
+            if stop_event is not None and stop_event.is_set():
+                ray.cancel(ref, force=True)
+                return _outcome_without_run(spec, time.monotonic() - started, "stopped by the harness\n",
+                                            interrupted=True)
+            ready, _ = ray.wait([ref], timeout=POLL_S)
+            if ready:
+                break
+        try:
+            result = ray.get(ref)
+        except _lost_errors(ray) as e:
+            raise _Lost() from e
+        except ray.exceptions.RayTaskError as e:  # the task's own code failed: the harness's fault on that node
+            raise InfraError(f"the Ray task failed on its node: {_first_line(e)}",
+                             hint="is auto-log-research installed on every node? (see docs/scaling.md)") from e
+        return _unpack(result, spec)
+
+    def close(self) -> None:
+        try:
+            self.ray.shutdown()
+        except Exception:  # noqa: BLE001 - closing must not hide the loop's own result
+            pass
+
+
+def _lost_errors(ray) -> tuple[type[BaseException], ...]:
+    names = ("WorkerCrashedError", "NodeDiedError", "ObjectLostError", "RaySystemError", "TaskUnschedulableError",
+             "ActorDiedError", "LocalRayletDiedError", "OwnerDiedError")
+    return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
+
+
+class _Lost(Exception):
+    """The task (not the training) was lost: a dead worker process or node."""
+
+
+# -- connecting and planning --------------------------------------------------------------------------
+
+
+def _connect(ray, address: str | None) -> None:
+    """ray.init, or one clear line: an unreachable address fails in seconds, not minutes."""
+    if address and address not in ("auto", "local") and not address.startswith("ray://"):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--ray-address {address!r} is not host:port", hint="e.g. --ray-address 10.0.0.5:6379")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as e:
+            raise UsageError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}",
+                             hint="start it (`ray start --head`) or fix --ray-address / RAY_ADDRESS") from None
+    kwargs = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
+    try:
+        if address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
+            ray.init(include_dashboard=False, **kwargs)  # a cluster of this machine, for trying it out
+        else:
+            ray.init(address=None if address == "local" else address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UsageError(f"cannot connect to the Ray cluster at {address or os.environ.get('RAY_ADDRESS')}: "
+                         f"{_first_line(e)}", hint="check the address and that the cluster runs (`ray status`)") from None
+
+
+def _plan(resources: dict, workers: int, gpus_per_worker: float | None, emit) -> list[Slot]:
+    """What each worker's runs ask Ray for; UsageError when no run could ever be scheduled."""
+    cpus, gpus = int(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    if gpus_per_worker is None:
+        gpus_per_worker = 1.0 if gpus else 0.0
+    if gpus_per_worker < 0:
+        raise UsageError(f"--gpus-per-worker must not be negative, got {gpus_per_worker:g}")
+    if gpus_per_worker > 0 and gpus < gpus_per_worker:
+        raise UsageError(f"runs ask for {gpus_per_worker:g} GPU each, but the Ray cluster has {gpus:g}",
+                         hint="use --gpus-per-worker 0 to train on CPUs, or add GPU nodes")
+    if cpus < 1:
+        raise UsageError("the Ray cluster has no CPUs", hint="check `ray status`")
+    threads = max(1, cpus // workers) if gpus_per_worker == 0 else max(1, cpus // max(workers, 1))
+    fit = int(gpus // gpus_per_worker) if gpus_per_worker else cpus // threads
+    if workers > fit:
+        what = f"{gpus:g} GPUs" if gpus_per_worker else f"{cpus} CPUs"
+        emit("warn", f"--workers {workers}: the Ray cluster ({what}) runs only {fit} at once; the rest wait "
+                     "for room (an autoscaling cluster adds nodes)")
+    label = f"{gpus_per_worker:g} GPU" if gpus_per_worker else f"{threads} thread{'s' if threads > 1 else ''}"
+    return [Slot(w, f"ray {label}", gpus_per_worker, threads, {**thread_env(threads), "ALR_WORKER": str(w)})
+            for w in range(workers)]
+
+
+def _slot_of(slots: list[Slot], env: dict[str, str]) -> Slot:
+    worker = env.get("ALR_WORKER")
+    return next((s for s in slots if str(s.worker) == worker), slots[0])
+
+
+# -- shipping files both ways ---------------------------------------------------------------------------
+
+
+def _snapshot(cwd: Path) -> dict[str, bytes]:
+    """The tracked files of the worktree, as they are on disk."""
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=cwd, capture_output=True, check=True).stdout
+    files, total = {}, 0
+    for name in filter(None, names.decode().split("\0")):
+        path = Path(cwd) / name
+        if path.is_file():
+            files[name] = data = path.read_bytes()
+            total += len(data)
+    if total > MAX_SHIPPED_BYTES:
+        raise UsageError(f"the tracked files are {total / 2**20:.0f} MB: too much to ship to Ray for every run",
+                         hint="keep data out of git; prepare it on each node (see docs/scaling.md)")
+    return files
+
+
+def _run_task(payload: dict[str, bytes], job: dict) -> dict:
+    """On a Ray node: write the snapshot, run it with harness.runner, return what it made."""
+    with tempfile.TemporaryDirectory(prefix="alr-run-") as tmp:
+        src, out = Path(tmp) / "src", Path(tmp) / "out"
+        for name, data in payload.items():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_bytes(data)
+        out.mkdir()
+        local_cwd, local_out, local_py = job["local_cwd"], job["local_out"], job["local_python"]
+
+        def here(text: str) -> str:
+            return text.replace(local_out, str(out)).replace(local_cwd, str(src)).replace(local_py, sys.executable)
+
+        env = {k: here(v) for k, v in job["env"].items()}
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.environ.get("PATH", ""))])
+        command = [here(a) for a in job["argv"]] if job["argv"] else ["/bin/sh", "-c", here(job["shell_command"])]
+        spec = runner.RunSpec(argv=[sys.executable, "-c", _DIE_WITH_PARENT, *command], shell_command=None,
+                              cwd=src, out_dir=out, env=env, wall_limit_s=job["wall_limit_s"],
+                              memory_mb=job["memory_mb"], output_cap_bytes=job["output_cap_bytes"],
+                              network=job["network"])
+        outcome = runner.run(spec)
+        made = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+                if p.is_file() and p.stat().st_size <= MAX_RETURNED_FILE}
+        changed = {}
+        for p in sorted(src.rglob("*")):
+            rel = p.relative_to(src).as_posix()
+            if p.is_file() and "__pycache__" not in p.parts and p.stat().st_size <= MAX_RETURNED_FILE:
+                data = p.read_bytes()
+                if payload.get(rel) != data:
+                    changed[rel] = data
+        return {"returncode": outcome.returncode, "signal": outcome.signal, "timed_out": outcome.timed_out,
+                "oom": outcome.oom, "interrupted": outcome.interrupted, "wall_seconds": outcome.wall_seconds,
+                "log_truncated": outcome.log_truncated, "network_isolated": outcome.network_isolated,
+                "out": made, "workdir": changed, "node": socket.gethostname()}
+
+
+def _unpack(result: dict, spec: runner.RunSpec) -> runner.RunOutcome:
+    out_dir, cwd = Path(spec.out_dir), Path(spec.cwd)
+    for rel, data in result["out"].items():
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / rel).write_bytes(data)
+    for rel, data in result["workdir"].items():  # files the run changed or made next to train.py
+        target = (cwd / rel).resolve()
+        if target.is_relative_to(cwd.resolve()):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    return runner.RunOutcome(result["returncode"], result["signal"], result["timed_out"], result["oom"],
+                             result["interrupted"], result["wall_seconds"], out_dir / runner.LOG_NAME,
+                             result["log_truncated"], result["network_isolated"])
+
+
+def _outcome_without_run(spec: runner.RunSpec, wall: float, log: str, *, interrupted: bool) -> runner.RunOutcome:
+    path = Path(spec.out_dir) / runner.LOG_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(log)
+    return runner.RunOutcome(None, None, False, False, interrupted, wall, path, False, False)
+
+
+def _first_line(e: BaseException | None) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200] if e is not None else "unknown"
