@@ -400,7 +400,7 @@ while True:
     t0 = time.time()
     progress = min(training_seconds / TIME_BUDGET, 1.0)
     lrm, momentum, wd = lr_multiplier(progress), muon_momentum(step), weight_decay(progress)
-    for micro in range(grad_accum):
+    for _ in range(grad_accum):
         with autocast:
             loss = train_model(x, y)
         train_loss = loss.detach()

@@ -19,6 +19,7 @@ from support import faults  # noqa: E402
 
 GROUPS = [faults.training_runs, faults.flood_output, faults.immutable_evaluation, faults.agent_faults,
           faults.bad_input, faults.read_only_archive, faults.interrupt_and_second_harness, faults.stale_lock,
+          faults.commit_without_ref, faults.killed_while_committing,
           faults.user_changes_refused, faults.broken_git, faults.disk_full, faults.disk_full_when_recording]
 
 

@@ -305,11 +305,22 @@ class Lab:
                                            self.cfg.target.metric, best.runs, self.cfg.target.direction)
         if idea:
             self.notes.mark_idea(idea, row.experiment, row.status, row.value)
+        self._plot_progress()
         if best is not None and not row.kept:
             self.reset_to_best()
         self.lock.update(phase="idle", experiment=None, commit=None)
         self.emit("result", experiment=row.experiment, row=row, best_value=best.value if best else None,
                   margin=self.noise().margin, kept=row.kept, worker=worker)
+
+    def _plot_progress(self) -> None:
+        try:
+            from harness.plots import plot_progress
+
+            plot_progress([r.__dict__ for r in self.rows()], self.archive / "progress.png",
+                          metric=self.cfg.target.metric, direction=self.cfg.target.direction,
+                          noise_margin=self.noise().margin)
+        except Exception as e:  # a plot must never stop the research
+            self.emit("message", text=f"progress.png not updated: {e}", level="warn")
 
     def note_text(self, row: Row) -> str:
         metric = self.cfg.target.metric

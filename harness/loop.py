@@ -12,6 +12,7 @@ from harness import guard
 from harness.agents.base import Agent, Usage
 from harness.context import build_context
 from harness.errors import AgentError, CapExceeded, FatalError, UsageError
+from harness.executors import Resources
 from harness.lab import Attempt, Lab, now
 from harness.ledger import Row
 from harness.repo import attempt_ref
@@ -96,6 +97,7 @@ def propose(lab: Lab, agent: Agent, experiment: int, last_failure: str | None) -
         except AgentError as e:
             guard.inspect(repo, snap, cfg.target.editable, lab.exclude)  # undo what it left behind
             guard.discard_edits(repo, snap.head, snap, cfg.target.editable, lab.exclude)
+            usage += getattr(e, "usage", None) or Usage()  # what the failed proposal spent, if known
             return _row(lab, experiment, "agent_error", getattr(e, "description", "") or "agent failed",
                         agent.name, usage, started, failure=f"{type(e).__name__}: {e}")
         usage += proposal.usage
@@ -157,13 +159,13 @@ def resume_pending(lab: Lab) -> list[Row]:
 
 
 def run_loop(lab: Lab, agent: Agent, rules: StopRules, *, sleep=time.sleep,
-             gpus_per_worker: float | None = None) -> LoopReport:
+             resources: Resources | None = None) -> LoopReport:
     """The overnight loop. Call with the lock held. Several workers, or runs on a Ray cluster:
     harness/parallel.py."""
     if lab.cfg.workers > 1 or lab.cfg.executor != "local":
         from harness.parallel import run_parallel
 
-        return run_parallel(lab, agent, rules, gpus_per_worker=gpus_per_worker)
+        return run_parallel(lab, agent, rules, resources=resources or Resources())
     started, done, kept, reason = time.time(), 0, 0, "stopped"
     consecutive = 0
     best = lab.best()

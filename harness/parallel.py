@@ -37,7 +37,7 @@ from harness.agents.base import Agent, Usage
 from harness.context import build_context
 from harness.decide import judge, mean
 from harness.errors import AgentError, CapExceeded, InfraError
-from harness.executors import Executor, Slot, make_executor
+from harness.executors import AUTO, Executor, Resources, Slot, make_executor
 from harness.lab import SEEDS, Attempt, Lab, RunResult, now
 from harness.ledger import Row
 from harness.repo import NOTES_REF, Repo, attempt_ref
@@ -89,16 +89,18 @@ class Stopped(Exception):
 
 
 def run_parallel(lab: Lab, agent: Agent, rules, *, executor: Executor | None = None,
-                 gpus_per_worker: float | None = None, sleep=None):
+                 resources: Resources = AUTO, sleep=None):
     """The loop with lab.cfg.workers workers on lab.cfg.executor. Call with the lock held."""
     cfg = lab.cfg
     if executor is None:
         executor = make_executor(cfg.executor, cfg.workers, ray_address=cfg.ray_address,
-                                 gpus_per_worker=gpus_per_worker,
+                                 resources=resources,
                                  emit=lambda level, text: lab.emit("message", text=text, level=level))
+    previous, lab.executor = lab.executor, executor  # Lab.run_once runs through it
     try:
         return Scheduler(lab, agent, rules, executor, sleep=sleep).run()
     finally:
+        lab.executor = previous
         executor.close()
 
 
@@ -259,6 +261,7 @@ class Scheduler:
                 with self.lock:
                     self._inspect(tree, snap)
                 worktrees.reset(tree, best.commit)
+                usage += getattr(e, "usage", None) or Usage()  # what the failed proposal spent, if known
                 return self._row(experiment, "agent_error", getattr(e, "description", "") or "agent failed",
                                  usage, started, best, failure=f"{type(e).__name__}: {e}")
             self._check_stopped(tree, best.commit)

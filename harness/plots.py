@@ -37,9 +37,11 @@ def plot_run(
             curves[label] = (Path(other).name, load_curve(other))
     if len(curves["this"][1]) == 0:
         return []
-    written = [_plot_loss(curves, run_dir / "loss.png"), _plot_schedule(curves, run_dir / "schedule.png")]
-    written.append(_plot_perf(curves, run_dir / "perf.png"))
-    return [p for p in written if p is not None]
+    return [
+        _plot_loss(curves, run_dir / "loss.png"),
+        _plot_schedule(curves, run_dir / "schedule.png"),
+        _plot_perf(curves, run_dir / "perf.png"),
+    ]
 
 
 def _plot_loss(curves: dict[str, tuple[str, Curve]], path: Path) -> Path:
@@ -105,7 +107,7 @@ def plot_progress(
     """progress.png: the value of every experiment, kept ones marked and labelled, the running
     best, a band of +-noise_margin around it, and crashes as markers along the bottom."""
     fig, (ax,) = _figure(1, 4.2, width=9.0)
-    points = [_progress_point(i, row) for i, row in enumerate(rows)]
+    points = [_progress_point(i, row, metric) for i, row in enumerate(rows)]
     ran = [p for p in points if p["value"] is not None]
     kept = [p for p in ran if p["status"] in KEEP_STATUSES]
     others = [p for p in ran if p["status"] not in KEEP_STATUSES]
@@ -141,9 +143,9 @@ def plot_progress(
     return _save(fig, Path(out_path))
 
 
-def _progress_point(index: int, row: dict[str, Any]) -> dict[str, Any]:
+def _progress_point(index: int, row: dict[str, Any], metric: str) -> dict[str, Any]:
     status = str(row.get("status") or "").strip()
-    value = _float(row.get("value", row.get("val_bpb")))
+    value = _float(row["value"] if "value" in row else row.get(metric))  # a raw ledger row names it
     if status == "crash" or (value is not None and value == 0.0 and status not in KEEP_STATUSES):
         value = None  # the ledger writes 0.000000 for crashes
     x = _float(row.get("experiment"))
@@ -229,8 +231,9 @@ def _figure(rows: int, height: float, *, width: float = WIDTH) -> tuple[Any, lis
     for ax in axes:  # every tick is a few artists to lay out: few ticks draw much faster
         ax.xaxis.set_major_locator(MaxNLocator(6))
         ax.yaxis.set_major_locator(MaxNLocator(5 if rows == 1 else 3))
+        ax.ticklabel_format(axis="y", useOffset=False)  # "1.8234", not "+1.8" and "0.0034"
     # Margins in inches (not fractions), so labels fit at every figure height.
-    fig.subplots_adjust(left=0.8 / width, right=1 - 0.15 / width, top=1 - 0.12 / height, bottom=0.5 / height, hspace=0.12)
+    fig.subplots_adjust(left=1.0 / width, right=1 - 0.15 / width, top=1 - 0.12 / height, bottom=0.5 / height, hspace=0.12)
     return fig, list(axes)
 
 

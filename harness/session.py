@@ -4,6 +4,7 @@ and recovery of whatever an interrupted harness left behind."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from harness.errors import FatalError, UsageError
 from harness.events import Reporter, null_reporter
 from harness.lab import SEEDS, Lab, now
 from harness.ledger import Row
-from harness.repo import Repo
+from harness.repo import Repo, attempt_ref
 
 
 def open_lab(path: Path, overrides: dict[str, Any] | None = None, reporter: Reporter = null_reporter,
@@ -131,7 +132,7 @@ def recover(lab: Lab) -> list[str]:
     done = []
     repo, editable = lab.repo, lab.cfg.target.editable
     prev = lab.lock.previous
-    if prev is not None and prev.phase in ("agent", "guard"):
+    if prev is not None and prev.phase in ("agent", "guard", "commit"):  # commit: maybe `git add`ed, not committed
         snap = guard.snapshot(repo, lab.exclude)
         guard.discard_edits(repo, repo.head(), snap, editable, lab.exclude)
         done.append(f"discarded the unfinished edit of interrupted experiment {prev.experiment}")
@@ -147,6 +148,8 @@ def recover(lab: Lab) -> list[str]:
     if head != best.commit and head in recorded:
         lab.reset_to_best()
         done.append(f"reset to the best ({best.short}): the last attempt was recorded but not reset")
+    elif head != best.commit and head not in pending and (n := _adopt_unreferenced_attempt(lab, head)) is not None:
+        done.append(f"experiment {n} ({head[:7]}) was committed but its ref not written: it runs again")
     elif head != best.commit and head not in pending:
         raise UsageError(f"HEAD ({head[:7]}) is neither the best ({best.short}) nor a recorded attempt",
                          hint=f"test it with `harness run`, or go back with `git reset --hard {best.short}`")
@@ -157,3 +160,17 @@ def recover(lab: Lab) -> list[str]:
     for line in done:
         lab.emit("message", text=line, level="info")
     return done
+
+
+def _adopt_unreferenced_attempt(lab: Lab, head: str) -> int | None:
+    """A kill -9 between an attempt's commit and its ref leaves HEAD on a harness commit that no
+    ref keeps. Give it its ref back (it then resumes as a pending attempt); returns its number."""
+    best = lab.best()
+    found = re.search(r"^Experiment: (\d+)$", lab.repo.message(head), re.M)
+    if best is None or found is None or lab.repo.resolve(f"{head}^") != best.commit:
+        return None
+    number = int(found[1])
+    if number in {r.experiment for r in lab.rows()}:
+        return None
+    lab.repo.set_ref(attempt_ref(number), head)
+    return number

@@ -215,7 +215,7 @@ def test_real_aider_timeout_stops_the_whole_process_group(repo, server, aider_bi
     assert elapsed < timeout + 10
     assert processes_with_env("HOME", env["HOME"]) == []
     (call,) = calls(repo)
-    assert "timed out" in call["error"]
+    assert call["error"].startswith("AgentTimeout: aider ran past the agent timeout")
 
 
 def processes_with_env(name: str, value: str) -> list[int]:

@@ -473,3 +473,12 @@ def test_aider_edit_of_the_evaluation_no_edit_and_rejected_model(toy, openai, ai
     assert "does not exist" in rejected.failure or "NotFound" in rejected.failure
     assert git(toy, "status", "--porcelain") == "" and git(toy, "rev-parse", "HEAD") == rows(toy)[0].commit
     assert len(llm_log(toy, env, "--json")) == 3
+
+
+def test_max_turns_bounds_a_model_that_never_edits(toy, messages, tmp_path):
+    messages.enqueue([tool_use("view_file", {"path": "model.py"})] * 2)
+    env = anthropic_env(tmp_path, messages)
+    loop(toy, env, "--agent", "anthropic", "--max-turns", "2", "--max-experiments", "1")
+    (row,) = rows(toy)[1:]
+    assert (row.status, row.failure) == ("agent_error", "AgentError: no edit after 2 model turns (--max-turns 2)")
+    assert len(messages.script_requests) == 2 and row.tokens > 0  # what the turns cost is still counted

@@ -431,6 +431,11 @@ def test_progress_plot(tmp_path):
     out = plot_progress(rows, tmp_path / "progress.png", metric="val_bpb", direction="min", noise_margin=0.01)
     assert_png(out)
     assert_png(plot_progress([], tmp_path / "empty.png", metric="acc", direction="max", noise_margin=None))
+    # rows straight from results.tsv: strings, the metric's own column name
+    ledger = [{"commit": "a1", "acc": "0.81", "status": "baseline", "experiment": "0", "description": "b"},
+              {"commit": "b2", "acc": "0.000000", "status": "crash", "experiment": "1", "description": "x"},
+              {"commit": "c3", "acc": "0.84", "status": "keep", "experiment": "2", "description": "y"}]
+    assert_png(plot_progress(ledger, tmp_path / "ledger.png", metric="acc", direction="max", noise_margin=0.005))
 
 
 # --- analyze.py, the fixed CLI --------------------------------------------------------------

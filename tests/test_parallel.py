@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from support.research import git, harness, scripted_agent, set_toy
 
 from harness.errors import UsageError
+from harness.executors import Resources
 from harness.executors.local import local_slots
 from harness.ledger import Ledger, Row
-from support.research import git, harness, scripted_agent, set_toy
 
 # The toy of support/research.py, with knobs far enough apart that changes to different knobs
 # merge, and gates: a run of experiment N waits while <gates>/holdN exists, and says it started.
@@ -107,10 +108,30 @@ def check_record(repo: Path) -> None:
     assert not pending, f"attempts never recorded: {pending}"
 
 
+STARTED: list[subprocess.Popen] = []
+
+
 def start_loop(repo: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "harness"
-    return subprocess.Popen([str(exe), "loop", "-q", *args], cwd=repo, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(exe), "loop", "-q", *args], cwd=repo, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def stop_leftover_loops():
+    """A failed test must not leave a loop (and its runs, or its Ray cluster) behind."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
 
 
 def wait_for(pred, timeout: float = 60.0) -> bool:
@@ -294,10 +315,13 @@ def test_unknown_executor_and_missing_gpus_are_refused(repo: Path):
 
 
 def test_local_slots_split_gpus_and_threads():
-    gpu = local_slots(2, None, gpus=["0", "1", "2"], cores=8)
+    gpu = local_slots(2, Resources(), gpus=["0", "1", "2"], cores=8)
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in gpu] == ["0", "1"] and gpu[0].env["OMP_NUM_THREADS"] == "4"
-    cpu = local_slots(2, 0, gpus=["0"], cores=5)
+    cpu = local_slots(2, Resources(gpus_per_worker=0), gpus=["0"], cores=5)
     assert [s.env["OMP_NUM_THREADS"] for s in cpu] == ["2", "2"] and cpu[0].env["CUDA_VISIBLE_DEVICES"] == ""
-    assert local_slots(1, None, gpus=[], cores=2)[0].env["OMP_NUM_THREADS"] == "2"
+    assert local_slots(1, Resources(), gpus=[], cores=2)[0].env["OMP_NUM_THREADS"] == "2"
+    assert local_slots(1, Resources(threads_per_worker=1), gpus=[], cores=2)[0].env["OMP_NUM_THREADS"] == "1"
     with pytest.raises(UsageError, match="needs 4 GPUs; this machine has 3"):
-        local_slots(2, 2, gpus=["0", "1", "2"], cores=8)
+        local_slots(2, Resources(gpus_per_worker=2), gpus=["0", "1", "2"], cores=8)
+    with pytest.raises(UsageError, match="needs 6 CPU cores; this machine has 4"):
+        local_slots(2, Resources(gpus_per_worker=0, threads_per_worker=3), gpus=[], cores=4)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes.messages_server import MessagesServer, text, tool_use, tool_uses
+from fakes.messages_server import MessagesServer, text, tool_use
 from support.claude_cli import ClaudeInstallError, ensure_claude
 from support.research import git, harness, harness_env, make_research_repo
 
@@ -66,8 +66,7 @@ def claude_env(tmp_path: Path, server: MessagesServer, alr_env: dict[str, str], 
     env = harness_env(alr_env, HOME=str(home), ANTHROPIC_BASE_URL=server.base_url, ANTHROPIC_API_KEY=KEY,
                       CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_AUTOUPDATER="1")
     env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
-    return {k: v for k, v in env.items() if not k.startswith(("OPENAI_", "CLAUDE_CODE_MAX"))} | {
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+    return env
 
 
 def bash(command: str) -> tuple[str, dict]:
@@ -113,8 +112,7 @@ def test_program_md_mode_records_the_experiment_and_denies_the_rest(research, al
     # what the model read back: the status, then `harness run`'s own result line
     assert "best" in results[0] and "val_bpb" in results[0]
     assert "research already started here" in results[1]  # allowed to run; the harness said no
-    print(results[4])
-    assert "experiment 1" in results[4].lower() or HYPOTHESIS in results[4], results[4]
+    assert "#001" in results[4] and HYPOTHESIS in results[4], results[4][:500]  # its one result line
 
     # the record: a new attempt commit with its note, its ref, the ledger row and the run folder
     rows = Ledger(repo / ".auto-log-research" / "results.tsv", "val_bpb").rows()

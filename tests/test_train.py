@@ -117,10 +117,10 @@ def test_run_summary_json_records_knobs_results_and_commit(finished_run):
 
 
 def test_diverging_loss_fails_fast_with_exit_code_3(tmp_path, alr_env, project_root):
-    # An absurd Muon LR: the hidden weights overflow to inf within a few steps and the loss is NaN.
-    workdir = make_workdir(project_root, tmp_path / "boom", {**TINY_KNOBS, "MATRIX_LR": "1e30"})
+    # An absurd head LR with the logit cap lifted: the logits, hence the loss, blow up within a few steps.
+    workdir = make_workdir(project_root, tmp_path / "boom", {**TINY_KNOBS, "UNEMBEDDING_LR": "1e30", "LOGIT_SOFTCAP": "1e30"})
     start = time.time()
-    proc = run_train(workdir, alr_env, budget=120)
+    proc = run_train(workdir, alr_env, budget=120, timeout=60)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1].startswith("FAIL: loss diverged")
     assert time.time() - start < 60  # long before the budget is spent

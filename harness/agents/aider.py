@@ -294,31 +294,15 @@ class AiderAgent:
             run = run_aider(cmd, ctx.workdir, env, self.settings.timeout_s)
             output = _redact_env_secrets(run.output, env)
             requests, replies = parse_llm_history(_read(scratch / "llm.history"))
-            usage, priced = parse_usage(output)
-            if not priced and usage.tokens and pricing.lookup(model).source != "default":
-                usage = Usage(usage.tokens_in, usage.tokens_out, usage.tokens_cached,
-                              pricing.cost(model, usage.tokens_in - usage.tokens_cached, usage.tokens_out,
-                                           cache_read=usage.tokens_cached))
-                call.note = "aider printed no cost; priced from harness.pricing"
-            elif not priced:
-                call.note = "aider printed no cost (a model it cannot price); cost counted as 0"
+            usage, call.note = priced_usage(output, model)
             edits = applied_edits(output)
             call.response = output
             call.tool_calls = [{"name": "edit", "path": p} for p in edits]
             call.tokens_in, call.tokens_out = usage.tokens_in, usage.tokens_out
             call.tokens_cached, call.cost_usd = usage.tokens_cached, usage.cost_usd
-            call.retries = output.count("Retrying in ")
+            call.retries = output.count("Retrying in ")  # litellm's backoff messages
             self.caps.add(usage.cost_usd, usage.tokens)
-            if run.timed_out:
-                call.error = f"timed out after {self.settings.timeout_s:g}s"
-                raise AgentTimeout(f"aider ran past the agent timeout ({self.settings.timeout_s:g}s) and was stopped",
-                                   hint="raise --agent-timeout, or check that the model server answers")
-            if run.returncode != 0:
-                call.error = f"aider exited {run.returncode}: {_tail(output)}"
-                raise AgentError(call.error, hint="see the aider output in llm_calls.jsonl")
-            if not any(replies):  # aider exits 0 when every model call failed; it printed why
-                call.error = f"aider got no reply from the model: {_tail(output)}"
-                raise AgentError(call.error, hint="check the model name, its API key and base URL")
+            self._fail_if_unusable(run, output, replies)  # the log records the error it raises
         after = {name: _read(ctx.workdir / name) for name in ctx.target.editable}
         changed = [name for name in files if files[name] != after[name]]
         last_reply = next(r for r in reversed(replies) if r)
@@ -330,6 +314,32 @@ class AiderAgent:
             details={"changed_files": changed, "applied_edits": edits, "model_requests": requests,
                      "duration_s": round(run.duration_s, 3), "returncode": run.returncode},
         )
+
+
+    def _fail_if_unusable(self, run: AiderRun, output: str, replies: list[str]) -> None:
+        timeout = self.settings.timeout_s
+        if run.timed_out:
+            raise AgentTimeout(f"aider ran past the agent timeout ({timeout:g}s) and was stopped",
+                               hint="raise --agent-timeout, or check that the model server answers")
+        if run.returncode != 0:
+            raise AgentError(f"aider exited {run.returncode}: {_tail(output)}",
+                             hint="see aider's output in llm_calls.jsonl")
+        if not any(replies):  # aider exits 0 even when every model call failed; it printed why
+            raise AgentError(f"aider got no reply from the model: {_tail(output)}",
+                             hint="check the model name, its API key and base URL")
+
+
+def priced_usage(output: str, model: str | None) -> tuple[Usage, str | None]:
+    """Usage from aider's output, and a note for the log when its cost is not aider's own."""
+    usage, priced = parse_usage(output)
+    if priced or not usage.tokens:
+        return usage, None
+    if pricing.lookup(model).source == "default":
+        return usage, "aider printed no cost (a model it cannot price); cost counted as 0"
+    cost = pricing.cost(model, usage.tokens_in - usage.tokens_cached, usage.tokens_out,
+                        cache_read=usage.tokens_cached)
+    return Usage(usage.tokens_in, usage.tokens_out, usage.tokens_cached, cost), \
+        "aider printed no cost; priced from harness.pricing"
 
 
 def _read(path: Path) -> str:

@@ -133,18 +133,22 @@ class AnthropicAgent:
         messages: list[dict] = [{"role": "user", "content": [
             {"type": "text", "text": full_prompt(ctx), "cache_control": {"type": "ephemeral"}}]}]
         usage, last_text, turns = Usage(), "", 0
-        while turns < self.settings.max_turns and tools.finished is None:
-            turns += 1
-            result = self._call(ctx.experiment, "propose", model, system, messages, TOOLS)
-            usage += result.usage
-            messages.append({"role": "assistant", "content": result.content})
-            last_text = "\n".join(b["text"] for b in result.content if b.get("type") == "text") or last_text
-            uses = [b for b in result.content if b.get("type") == "tool_use"]
-            if not uses:
-                break
-            messages.append({"role": "user", "content": [self._run_tool(tools, b) for b in uses]})
-        if tools.finished is None and turns >= self.settings.max_turns and not tools.changed:
-            raise AgentError(f"no edit after {turns} model turns (--max-turns {self.settings.max_turns})")
+        try:
+            while turns < self.settings.max_turns and tools.finished is None:
+                turns += 1
+                result = self._call(ctx.experiment, "propose", model, system, messages, TOOLS)
+                usage += result.usage
+                messages.append({"role": "assistant", "content": result.content})
+                last_text = "\n".join(b["text"] for b in result.content if b.get("type") == "text") or last_text
+                uses = [b for b in result.content if b.get("type") == "tool_use"]
+                if not uses:
+                    break
+                messages.append({"role": "user", "content": [self._run_tool(tools, b) for b in uses]})
+            if tools.finished is None and turns >= self.settings.max_turns and not tools.changed:
+                raise AgentError(f"no edit after {turns} model turns (--max-turns {self.settings.max_turns})")
+        except AgentError as e:
+            e.usage = usage  # the turns before the failure were paid for: the ledger row counts them
+            raise
         description = tools.finished or describe(last_text)
         return Proposal(
             description=describe(description),

@@ -230,7 +230,9 @@ class ClaudeCodeAgent:
                 call.note = f"{result.text}: the edits made so far are the proposal"
             elif result.is_error:
                 call.error = f"claude reported an error ({result.subtype}): {result.text[:300]}"
-                raise AgentError(call.error)
+                error = AgentError(call.error)
+                error.usage = result.usage  # paid for even so: the ledger row counts it
+                raise error
         hit_max_turns = result.subtype == "error_max_turns"
         return Proposal(
             description=(f"(claude reached --max-turns {self.settings.max_turns} before describing its change)"

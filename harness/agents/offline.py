@@ -390,7 +390,8 @@ class OfflineAgent:
         recorded = [r for r in history.rows if r.commit != "-"]
         if recorded and notes.insights_path.exists():
             last = recorded[-1]
-            moves = [m for m in history.moves if m.experiment == last.experiment]
+            moves = sorted((m for m in history.moves if m.experiment == last.experiment),
+                           key=lambda m: prior(m.name)[0])  # the move it is about first
             if moves and last.status in ("keep", "discard", "crash") and not notes.has_insight(last.experiment):
                 notes.append_insight(_lesson(moves, last, ctx.target.metric, ctx.target.direction),
                                      last.experiment)

@@ -9,7 +9,7 @@ import click
 from harness import listing
 from harness.agents.registry import AGENTS, make_agent
 from harness.commands.common import handle_errors, make_view, repo_option
-from harness.executors import EXECUTORS
+from harness.executors import EXECUTORS, Resources
 from harness.loop import StopRules, run_current, run_loop
 from harness.session import init as init_research
 from harness.session import open_lab
@@ -75,6 +75,8 @@ def run(description, budget, quiet, repo):
 @click.option("--max-cost", type=float, envvar="HARNESS_MAX_COST", help="Stop before spending more USD on models.")
 @click.option("--max-tokens", type=int, envvar="HARNESS_MAX_TOKENS", help="Stop before using more model tokens.")
 @click.option("--agent-timeout", type=float, envvar="HARNESS_AGENT_TIMEOUT", help="Seconds per agent call.")
+@click.option("--max-turns", type=click.IntRange(min=1), envvar="HARNESS_MAX_TURNS",
+              help="Model turns per experiment for claude / anthropic (default 30).")
 @click.option("--confirm/--no-confirm", default=None, envvar="HARNESS_CONFIRM",
               help="Re-run a winner with a second seed before keeping it (default on).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, envvar="HARNESS_WORKERS",
@@ -85,17 +87,20 @@ def run(description, budget, quiet, repo):
               help="The Ray cluster (host:port, ray://host:10001 or auto; default: RAY_ADDRESS or a local one).")
 @click.option("--gpus-per-worker", type=float, default=None, envvar="HARNESS_GPUS_PER_WORKER",
               help="GPUs each run gets (default: 1 if GPUs are present, else 0 = CPU threads).")
+@click.option("--threads-per-worker", type=click.IntRange(min=1), default=None, envvar="HARNESS_THREADS_PER_WORKER",
+              help="CPU threads each run gets (default: the cores // workers).")
 @budget_option
 @quiet_option
 @repo_option
 @handle_errors
 def loop(agent, agent_command, model, summary_model, max_experiments, hours, until, patience, max_cost, max_tokens,
-         agent_timeout, confirm, workers, executor, ray_address, gpus_per_worker, budget, quiet, repo):
+         agent_timeout, max_turns, confirm, workers, executor, ray_address, gpus_per_worker, threads_per_worker, budget, quiet,
+         repo):
     """Run the research loop: propose, commit, train, analyze, decide, record; until a stop."""
     if agent is None and agent_command:
         agent = "command"
     overrides = {"agent": agent, "agent_command": agent_command, "model": model, "summary_model": summary_model,
-                 "max_cost": max_cost, "max_tokens": max_tokens, "agent_timeout": agent_timeout,
+                 "max_cost": max_cost, "max_tokens": max_tokens, "agent_timeout": agent_timeout, "max_turns": max_turns,
                  "confirm": confirm, "budget": budget, "workers": workers, "executor": executor,
                  "ray_address": ray_address}
     view = make_view(quiet)
@@ -104,7 +109,7 @@ def loop(agent, agent_command, model, summary_model, max_experiments, hours, unt
     rules = StopRules(max_experiments, hours, until, patience)
     with lab.lock:
         lab.capture_manifest()
-        result = run_loop(lab, backend, rules, gpus_per_worker=gpus_per_worker)
+        result = run_loop(lab, backend, rules, resources=Resources(gpus_per_worker, threads_per_worker))
     best = result.best
     best_text = f"best {lab.cfg.target.metric} {best.value:.6f} ({best.short})" if best and best.value is not None else ""
     click.echo(f"stopped: {result.reason}. {result.experiments} experiments, {result.kept} kept; {best_text}")

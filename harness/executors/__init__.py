@@ -22,6 +22,17 @@ EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What each worker's runs ask for; None: decided from what there is."""
+
+    gpus_per_worker: float | None = None  # default: 1 where there are GPUs, else 0 (CPU threads)
+    threads_per_worker: int | None = None  # default: the CPU cores // workers
+
+
+AUTO = Resources()
+
+
+@dataclass(frozen=True)
 class Slot:
     """What one worker's runs get."""
 
@@ -42,8 +53,8 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def make_executor(kind: str, workers: int, *, ray_address: str | None = None,
-                  gpus_per_worker: float | None = None, emit: Callable[[str, str], None] | None = None) -> Executor:
+def make_executor(kind: str, workers: int, *, ray_address: str | None = None, resources: Resources = AUTO,
+                  emit: Callable[[str, str], None] | None = None) -> Executor:
     """The executor for `harness loop --executor KIND --workers N`. `emit(level, text)` gets
     warnings (e.g. more workers than the cluster runs at once)."""
     if workers < 1:
@@ -51,9 +62,9 @@ def make_executor(kind: str, workers: int, *, ray_address: str | None = None,
     if kind == "local":
         from harness.executors.local import LocalExecutor
 
-        return LocalExecutor(workers, gpus_per_worker=gpus_per_worker)
+        return LocalExecutor(workers, resources)
     if kind == "ray":
         from harness.executors.ray_executor import RayExecutor
 
-        return RayExecutor(workers, address=ray_address, gpus_per_worker=gpus_per_worker, emit=emit)
+        return RayExecutor(workers, address=ray_address, resources=resources, emit=emit)
     raise UsageError(f"unknown executor {kind!r}", hint=f"use one of: {', '.join(EXECUTORS)}")

@@ -10,7 +10,7 @@ import subprocess
 
 from harness import runner
 from harness.errors import UsageError
-from harness.executors import Slot
+from harness.executors import AUTO, Resources, Slot
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -42,16 +42,20 @@ def thread_env(threads: int) -> dict[str, str]:
     return {name: str(threads) for name in THREAD_VARS}
 
 
-def local_slots(workers: int, gpus_per_worker: float | None, *, gpus: list[str] | None = None,
+def local_slots(workers: int, resources: Resources = AUTO, *, gpus: list[str] | None = None,
                 cores: int | None = None) -> list[Slot]:
     """Split this machine between `workers`; a UsageError (one line) if it cannot be done."""
     gpus = visible_gpus() if gpus is None else gpus
     cores = cpu_cores() if cores is None else cores
+    gpus_per_worker = resources.gpus_per_worker
     if gpus_per_worker is None:
         gpus_per_worker = 1 if gpus else 0
     if gpus_per_worker < 0:
         raise UsageError(f"--gpus-per-worker must not be negative, got {gpus_per_worker:g}")
-    threads = cores // workers
+    threads = resources.threads_per_worker or cores // workers
+    if resources.threads_per_worker is not None and (threads < 1 or threads * workers > cores):
+        raise UsageError(f"--workers {workers} x {threads} threads needs {workers * threads} CPU cores; "
+                         f"this machine has {cores}", hint=f"use --threads-per-worker {max(1, cores // workers)}")
     if gpus_per_worker == 0:
         if threads < 1:
             raise UsageError(f"--workers {workers} is more than the {cores} CPU cores here",
@@ -76,8 +80,8 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int, *, gpus_per_worker: float | None = None):
-        self.slots = local_slots(workers, gpus_per_worker)
+    def __init__(self, workers: int, resources: Resources = AUTO):
+        self.slots = local_slots(workers, resources)
 
     def run(self, spec: runner.RunSpec, *, on_line=None, stop_event=None) -> runner.RunOutcome:
         return runner.run(spec, on_line=on_line, stop_event=stop_event)

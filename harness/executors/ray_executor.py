@@ -17,17 +17,19 @@ and the data prepared in their cache (ALR_CACHE_DIR and ALR_DATASET are forwarde
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from harness import runner
 from harness.errors import InfraError, UsageError
-from harness.executors import Slot
+from harness.executors import AUTO, Resources, Slot
 from harness.executors.local import thread_env
 
 RETRIES = 1  # an infrastructure failure is retried this often before it is recorded as `infra`
@@ -35,6 +37,7 @@ FORWARDED = ("ALR_CACHE_DIR", "ALR_DATASET", "ALR_DEVICE")
 MAX_SHIPPED_BYTES = 256 * 2**20  # the snapshot: code, not data (data is prepared on each node)
 MAX_RETURNED_FILE = 64 * 2**20
 POLL_S = 0.2
+CONNECT_TIMEOUT_S = float(os.environ.get("HARNESS_RAY_CONNECT_TIMEOUT", "90"))
 # Runs the command as its child and ends the run's whole process group if the Ray worker that
 # started it dies (else the training would go on, orphaned, holding the node's CPUs or GPU).
 _DIE_WITH_PARENT = """\
@@ -69,14 +72,14 @@ def _import_ray():
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, workers: int, *, address: str | None = None, gpus_per_worker: float | None = None,
+    def __init__(self, workers: int, *, address: str | None = None, resources: Resources = AUTO,
                  emit: Callable[[str, str], None] | None = None):
         self.ray = _import_ray()
         self.address = address
         self.emit = emit or (lambda level, text: None)
         _connect(self.ray, address)
         try:
-            self.slots = _plan(self.ray.cluster_resources(), workers, gpus_per_worker, self.emit)
+            self.slots = _plan(self.ray.cluster_resources(), workers, resources, self.emit)
         except BaseException:
             self.ray.shutdown()
             raise
@@ -160,19 +163,45 @@ def _connect(ray, address: str | None) -> None:
             raise UsageError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}",
                              hint="start it (`ray start --head`) or fix --ray-address / RAY_ADDRESS") from None
     kwargs = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
+    if address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
+        # A new cluster of this machine, for trying it out. "local" on purpose: with no address
+        # Ray would first try the last cluster it knew (/tmp/ray), and wait on it if it is dead.
+        kwargs.update(address="local", include_dashboard=False)
+    else:
+        kwargs.update(address=address)
+    where = address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
+    # ray.init must run on the main thread: the cluster processes it starts die with the thread
+    # that started them. A timer signal bounds the wait on a cluster that never answers.
+    timed = threading.current_thread() is threading.main_thread()
+    if timed:
+        previous = signal.signal(signal.SIGALRM, _connect_timeout)
+        signal.setitimer(signal.ITIMER_REAL, CONNECT_TIMEOUT_S)
     try:
-        if address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
-            ray.init(include_dashboard=False, **kwargs)  # a cluster of this machine, for trying it out
-        else:
-            ray.init(address=None if address == "local" else address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise UsageError(f"cannot connect to the Ray cluster at {address or os.environ.get('RAY_ADDRESS')}: "
-                         f"{_first_line(e)}", hint="check the address and that the cluster runs (`ray status`)") from None
+        ray.init(**kwargs)
+    except _ConnectTimeout:
+        raise UsageError(f"the Ray cluster ({where}) did not answer within {CONNECT_TIMEOUT_S:.0f} s",
+                         hint="check that it runs (`ray status`) and that --ray-address / RAY_ADDRESS is right") from None
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        raise UsageError(f"cannot connect to the Ray cluster ({where}): {_first_line(e)}",
+                         hint="check the address and that the cluster runs (`ray status`)") from None
+    finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
-def _plan(resources: dict, workers: int, gpus_per_worker: float | None, emit) -> list[Slot]:
+class _ConnectTimeout(Exception):
+    pass
+
+
+def _connect_timeout(_signum, _frame) -> None:
+    raise _ConnectTimeout
+
+
+def _plan(cluster: dict, workers: int, resources: Resources, emit) -> list[Slot]:
     """What each worker's runs ask Ray for; UsageError when no run could ever be scheduled."""
-    cpus, gpus = int(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    cpus, gpus = int(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    gpus_per_worker = resources.gpus_per_worker
     if gpus_per_worker is None:
         gpus_per_worker = 1.0 if gpus else 0.0
     if gpus_per_worker < 0:
@@ -182,7 +211,10 @@ def _plan(resources: dict, workers: int, gpus_per_worker: float | None, emit) ->
                          hint="use --gpus-per-worker 0 to train on CPUs, or add GPU nodes")
     if cpus < 1:
         raise UsageError("the Ray cluster has no CPUs", hint="check `ray status`")
-    threads = max(1, cpus // workers) if gpus_per_worker == 0 else max(1, cpus // max(workers, 1))
+    threads = resources.threads_per_worker or max(1, cpus // workers)
+    if threads > cpus:
+        raise UsageError(f"runs ask for {threads} CPUs each, but the Ray cluster has {cpus}",
+                         hint="use a smaller --threads-per-worker, or add nodes")
     fit = int(gpus // gpus_per_worker) if gpus_per_worker else cpus // threads
     if workers > fit:
         what = f"{gpus:g} GPUs" if gpus_per_worker else f"{cpus} CPUs"

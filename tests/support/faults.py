@@ -844,9 +844,9 @@ def kill9_campaign(tmp: Path, kills: int = 20, seed: int = 1234, max_delay: floa
         proc = start_loop(repo, agent)
         time.sleep(delay)
         phase = lock_phase(repo, proc.pid)
-        started = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
+        started = proc.returncode == -signal.SIGKILL  # not: it had exited by itself (an error)
         orphans = _processes_in(repo.resolve())
         wait_for(lambda: not _processes_in(repo.resolve()), timeout=30)  # a person restarts later
         kill = Kill(number, delay, phase, before, started, len(orphans),
@@ -863,3 +863,42 @@ def kill9_campaign(tmp: Path, kills: int = 20, seed: int = 1234, max_delay: floa
     }, state, f"seed {seed}; {len(state.rows)} rows; phases hit: "
               + ", ".join(sorted({k.phase or '-' for k in done})))
     return done, state, res
+
+
+def commit_without_ref(tmp: Path) -> FaultResult:
+    """The state a kill -9 leaves between the attempt's `git commit` and its `git update-ref`
+    (made with the harness's own Repo.commit, stopping where the kill would): HEAD on an attempt
+    commit that no ref keeps. The next `harness loop` gives it its ref back and runs it once."""
+    from harness.repo import Repo
+
+    repo = fault_repo(tmp / "noref")
+    (repo / "model.py").write_text((repo / "model.py").read_text().replace("X = 3.0", "X = 2.0"))
+    sha = Repo(repo).commit(("model.py",), "set X=2.0", {"Experiment": "1"})
+    proc = loop(repo, scripted_agent(tmp / "noref-agent", [set_toy(Y=2.0)]), "--max-experiments", "1")
+    state = audit(repo, expected_rows=2)
+    first = by_experiment(state.rows).get(1)
+    return result("kill -9 between an attempt's commit and its ref", {
+        "loop resumed": proc.returncode == 0,
+        "said so": "its ref not written" in output(proc),
+        "the attempt ran once": bool(first and first.commit == sha and first.status == "keep"),
+    }, state, "recover() re-creates refs/auto-log-research/attempts/0001")
+
+
+def killed_while_committing(tmp: Path) -> FaultResult:
+    """The state a kill -9 leaves after the attempt's `git add` and before its `git commit`
+    (found by bench/kill9.py): the edit staged, the dead harness's lock in phase "commit"."""
+    import json
+
+    repo = fault_repo(tmp / "staged")
+    lock = {"pid": dead_pid(), "host": hostname(), "started": time.time(), "phase": "commit",
+            "experiment": 1, "base": rows(repo)[0].commit, "commit": None}
+    (repo / ARCHIVE_DIR / "lock").write_text(json.dumps(lock))
+    (repo / "model.py").write_text((repo / "model.py").read_text().replace("Y = 1.0", "Y = 9.0"))
+    git(repo, "add", "model.py")
+    proc = loop(repo, scripted_agent(tmp / "staged-agent", [set_toy(X=2.0)]), "--max-experiments", "1")
+    state = audit(repo, expected_rows=2)
+    return result("kill -9 between an attempt's git add and git commit", {
+        "loop resumed": proc.returncode == 0,
+        "the half-made attempt was discarded": "discarded the unfinished edit" in output(proc),
+        "the next experiment ran": bool(state.rows and state.rows[-1].status == "keep"),
+    }, state, _first_error(output(proc)) if proc.returncode else "recover() discards a staged, uncommitted edit")

@@ -1,0 +1,212 @@
+"""`harness loop --executor ray` on a real local Ray cluster (this machine, no network needed):
+runs as Ray tasks, a killed Ray worker retried once and then recorded as `infra`, and bad input
+(unreachable address, GPUs the cluster lacks, more workers than it runs) as one clear line each."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.research import git, harness, scripted_agent, set_toy
+from test_parallel import (  # noqa: F401
+    check_record,
+    clean_env,
+    finish,
+    make_gated_repo,
+    rows,
+    start_loop,
+    stop_leftover_loops,
+    wait_for,
+)
+
+from harness.errors import UsageError
+
+try:
+    import ray  # noqa: F401
+except ImportError:  # pragma: no cover - CI installs the `test` extra, which has ray[default]
+    print("\n*** tests/test_ray.py SKIPPED: ray is not installed (pip install 'auto-log-research[ray]') ***\n",
+          file=sys.stderr)
+    pytest.skip("ray is not installed: pip install 'auto-log-research[ray]'", allow_module_level=True)
+
+
+@pytest.fixture
+def gates(tmp_path: Path) -> Path:
+    return tmp_path / "gates"
+
+
+@pytest.fixture
+def repo(tmp_path: Path, gates: Path) -> Path:
+    repo = make_gated_repo(tmp_path / "repo", gates)
+    result = harness(repo, clean_env(), "init", "--tag", "t", "-q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return repo
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def ray_worker_running(gates: Path) -> int | None:
+    """The pid of the Ray worker process whose task runs our evaluate.py (its ancestor `ray::...`)."""
+    for entry in Path("/proc").glob("[0-9]*"):
+        pid = int(entry.name)
+        if "evaluate.py" not in _cmdline(pid) or "gates" in _cmdline(pid):
+            continue
+        while pid > 1:
+            pid = _ppid(pid)
+            if _cmdline(pid).startswith("ray::"):
+                return pid
+    return None
+
+
+def kill_worker_when_started(gates: Path, experiment: int) -> None:
+    marker = gates / f"started{experiment}-0"
+    assert wait_for(marker.exists, timeout=120), f"run of #{experiment} never started"
+    assert wait_for(lambda: ray_worker_running(gates) is not None, timeout=30)
+    pid = ray_worker_running(gates)
+    marker.unlink()
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in _state(pid), timeout=30)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
+def test_two_workers_on_a_ray_cluster_keep_one_story(repo: Path, gates: Path, tmp_path: Path):
+    agent = scripted_agent(tmp_path / "a", [set_toy(Y=1.5), set_toy(X=1.0), "echo 'nothing to do'"])
+    (gates / "hold1").touch()
+    (gates / "hold2").touch()
+    proc = start_loop(repo, clean_env(HARNESS_AGENT_COMMAND=agent), "--workers", "2", "--executor", "ray",
+                      "--max-experiments", "3")
+    # both runs are Ray tasks in flight at once, each in a temp folder of the node, not the repo
+    assert wait_for(lambda: (gates / "started1-0").exists() and (gates / "started2-0").exists(), timeout=120), proc
+    assert ray_worker_running(gates) is not None
+    status = harness(repo, clean_env(), "status").stdout
+    assert "workers     2 on ray" in status
+    (gates / "hold1").unlink()
+    (gates / "hold2").unlink()
+    out = finish(proc)
+    assert "3 experiments" in out
+    recorded = {r.experiment: r for r in rows(repo)}
+    assert recorded[1].status == "keep" or recorded[2].status == "keep"
+    # what the node made came back into the archive: the log, and the run's outputs
+    for r in recorded.values():
+        if r.commit != "-":
+            assert "loss:" in (repo / ".auto-log-research" / r.commit / "run.log").read_text()
+    check_record(repo)
+
+
+def test_a_killed_ray_worker_is_retried_once_then_recorded_as_infra(repo: Path, gates: Path, tmp_path: Path):
+    agent = scripted_agent(tmp_path / "a", [set_toy(X=2.0), set_toy(Y=1.5), "echo 'nothing to do'"])
+    proc = start_loop(repo, clean_env(HARNESS_AGENT_COMMAND=agent), "--executor", "ray", "--max-experiments", "3")
+    (gates / "hold1").touch()
+    (gates / "hold2").touch()
+    try:
+        kill_worker_when_started(gates, 1)  # lost once: retried, and the retry counts
+        assert wait_for((gates / "started1-0").exists, timeout=60), "the lost run was not retried"
+        (gates / "hold1").unlink()
+        kill_worker_when_started(gates, 2)  # lost twice: infra, not the idea's fault
+        kill_worker_when_started(gates, 2)
+    except BaseException:
+        proc.kill()
+        print(proc.communicate()[0])
+        raise
+    out = finish(proc, timeout=180)
+    assert "retrying it once" in out
+    recorded = {r.experiment: r for r in rows(repo)}
+    assert recorded[1].status == "keep" and recorded[1].runs == (2.0, 2.0005)
+    assert recorded[2].status == "infra" and "lost twice" in recorded[2].failure
+    assert recorded[3].status == "no_change"  # the loop went on
+    check_record(repo)
+    # the killed runs did not go on training, orphaned
+    assert ray_worker_running(gates) is None
+
+
+def test_unreachable_ray_address_is_one_line(repo: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    result = harness(repo, clean_env(), "loop", "-q", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}",
+                     timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2  # the error and its hint
+    assert len(rows(repo)) == 1
+
+
+def test_gpus_the_cluster_lacks_and_too_many_workers(repo: Path, tmp_path: Path):
+    result = harness(repo, clean_env(), "loop", "-q", "--executor", "ray", "--gpus-per-worker", "1", timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "runs ask for 1 GPU each, but the Ray cluster has 0" in result.stderr
+    # more workers than the cluster runs at once: a warning, and the loop still finishes
+    agent = scripted_agent(tmp_path / "a", [set_toy(X=2.0), set_toy(Y=1.5), set_toy(X=1.5)])
+    cpus = len(os.sched_getaffinity(0))
+    result = harness(repo, clean_env(HARNESS_AGENT_COMMAND=agent), "loop", "-q", "--executor", "ray",
+                     "--workers", str(cpus + 1), "--max-experiments", "3", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"--workers {cpus + 1}: the Ray cluster ({cpus} CPUs) runs only {cpus} at once" in result.stdout
+    assert len(rows(repo)) == 4
+    check_record(repo)
+
+
+def test_missing_ray_is_one_clear_line(monkeypatch: pytest.MonkeyPatch):
+    from harness.executors import make_executor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without ray looks like
+    with pytest.raises(UsageError, match="needs Ray, which is not installed") as info:
+        make_executor("ray", 2)
+    assert "auto-log-research[ray]" in (info.value.hint or "")
+
+
+@pytest.mark.slow
+def test_an_existing_cluster_started_with_ray_start(repo: Path, tmp_path: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_cli = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats", "--node-ip-address=127.0.0.1"],
+                            env=clean_env(RAY_AUTH_MODE="disabled"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        agent = scripted_agent(tmp_path / "a", [set_toy(X=2.0), set_toy(Y=1.5)])
+        # a throwaway cluster: no token (a real one shares ~/.ray/auth_token with its clients)
+        env = clean_env(HARNESS_AGENT_COMMAND=agent, RAY_AUTH_MODE="disabled")
+        result = None
+        for _ in range(60):  # the head takes a few seconds to come up
+            result = harness(repo, env, "loop", "-q", "--workers", "2", "--executor", "ray",
+                             "--ray-address", f"127.0.0.1:{port}", "--max-experiments", "2", timeout=180)
+            if "cannot reach" not in result.stderr:
+                break
+            wait_for(lambda: False, timeout=1)
+        assert result is not None and result.returncode == 0, result.stdout + result.stderr
+        assert len(rows(repo)) == 3
+        check_record(repo)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        assert git(repo, "status", "--porcelain") == ""
