@@ -103,7 +103,8 @@ class PlainReporter:
         if event.kind == "loop_stop":
             best = d.get("best_value")
             best_s = "" if best is None else f"; best {self.metric} {best:.6f} ({_short(d.get('best_commit'))})"
-            return f"stopped: {d.get('reason', '?')}; {d.get('experiments', 0)} experiments{best_s}"
+            return (f"stopped: {d.get('reason', '?')}. {d.get('experiments', 0)} experiments, "
+                    f"{d.get('kept', 0)} kept{best_s}")
         return None
 
 

@@ -213,7 +213,7 @@ def run_loop(lab: Lab, agent: Agent, rules: StopRules, *, sleep=time.sleep,
         raise FatalError(f"cannot write {e.filename or 'the archive'}: {what}",
                          hint="free disk space (or make the archive writable), then `harness loop` again") from e
     best = lab.best()
-    lab.emit("loop_stop", reason=reason, experiments=done, best_value=best.value if best else None,
+    lab.emit("loop_stop", reason=reason, experiments=done, kept=kept, best_value=best.value if best else None,
              best_commit=best.commit if best else None)
     return LoopReport(reason, done, kept, best)
 

@@ -161,7 +161,7 @@ class Scheduler:
         if self.error is not None:
             raise self.error
         best = lab.best()
-        lab.emit("loop_stop", reason=self.reason or "stopped", experiments=self.done,
+        lab.emit("loop_stop", reason=self.reason or "stopped", experiments=self.done, kept=self.kept,
                  best_value=best.value if best else None, best_commit=best.commit if best else None)
         return LoopReport(self.reason or "stopped", self.done, self.kept, best)
 

@@ -109,10 +109,8 @@ def loop(agent, agent_command, model, summary_model, max_experiments, hours, unt
     rules = StopRules(max_experiments, hours, until, patience)
     with lab.lock:
         lab.capture_manifest()
-        result = run_loop(lab, backend, rules, resources=Resources(gpus_per_worker, threads_per_worker))
-    best = result.best
-    best_text = f"best {lab.cfg.target.metric} {best.value:.6f} ({best.short})" if best and best.value is not None else ""
-    click.echo(f"stopped: {result.reason}. {result.experiments} experiments, {result.kept} kept; {best_text}")
+        run_loop(lab, backend, rules, resources=Resources(gpus_per_worker, threads_per_worker))
+    # the view prints the stop line (reason, experiments, kept, best)
 
 
 @click.command()
