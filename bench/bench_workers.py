@@ -93,7 +93,8 @@ def make_repo(args, tmp: Path) -> tuple[Path, dict[str, str], str]:
     if args.target == "toy":
         repo = make_gated_repo(tmp / "repo", tmp / "gates", busy=args.busy, budget=args.busy + 60)
         env = clean_env()
-        step = "sed -i \"s/^Y = [^ ]*/Y = 1.$HARNESS_EXPERIMENT/\" model.py\necho \"set Y=1.$HARNESS_EXPERIMENT\""
+        # Y = 0.N moves away from the optimum (2): every change is worse than the baseline's Y = 1
+        step = "sed -i \"s/^Y = [^ ]*/Y = 0.$HARNESS_EXPERIMENT/\" model.py\necho \"set Y=0.$HARNESS_EXPERIMENT\""
     else:
         repo = make_research_repo(tmp / "repo")
         env = clean_env(**prepare_tiny(tmp / "cache"))

@@ -309,7 +309,8 @@ class Lab:
         if best is not None and not row.kept:
             self.reset_to_best()
         self.lock.update(phase="idle", experiment=None, commit=None)
-        self.emit("result", experiment=row.experiment, row=row, best_value=best.value if best else None,
+        self.emit("result", experiment=row.experiment, row=row, metric=self.cfg.target.metric,
+                  best_value=best.value if best else None,
                   margin=self.noise().margin, kept=row.kept, worker=worker)
 
     def _plot_progress(self) -> None:

@@ -60,9 +60,6 @@ class ReportData:
     def empty(self) -> bool:
         return not self.rows
 
-    def better(self, a: float, b: float) -> bool:
-        return a < b if self.direction == "min" else a > b
-
     @property
     def baseline(self) -> Row | None:
         return next((r for r in self.rows if r.status == "baseline" and r.value is not None), None)
@@ -86,6 +83,8 @@ def collect(root: Path, cfg: Config | None = None) -> ReportData:
     ledger = Ledger(ledger_path, metric)
     rows = tuple(ledger.rows())
     direction = cfg.target.direction
+    if metric != cfg.target.metric:  # the config describes another target: judge by the keeps
+        direction = infer_direction(rows, direction)
     notes = Notes(archive)
     data = ReportData(
         root=root, metric=metric, direction=direction, rows=rows, warnings=tuple(ledger.warnings),
@@ -97,6 +96,14 @@ def collect(root: Path, cfg: Config | None = None) -> ReportData:
     lineage = tuple(kept_lineage(root, archive, rows, cfg.target.editable))
     curves, missing = loss_curves(archive, data.baseline, data.best)
     return dataclasses.replace(data, lineage=lineage, curves=curves, missing_curves=missing)
+
+
+def infer_direction(rows: tuple[Row, ...], default: str) -> str:
+    """'max' if the kept values went up over time, 'min' if down, else the default."""
+    kept = [r.value for r in rows if r.kept and r.value is not None]
+    if len(kept) < 2 or kept[-1] == kept[0]:
+        return default
+    return "max" if kept[-1] > kept[0] else "min"
 
 
 def ledger_metric(path: Path) -> str | None:

@@ -50,7 +50,7 @@ def test_plain_reporter_writes_one_line_per_event_that_matters() -> None:
     r(Event("result", {"experiment": 8, "row": crash_row(), "best_value": 1.8234, "margin": 0.004, "kept": False,
                        "worker": 2}))
     r(Event("message", {"text": "disk almost full", "level": "warn"}))
-    r(Event("loop_stop", {"reason": "STOP file", "experiments": 2, "best_value": 1.8234,
+    r(Event("loop_stop", {"reason": "STOP file", "experiments": 2, "kept": 1, "best_value": 1.8234,
                           "best_commit": "a1b2c3d4e5f6"}))
     lines = out.getvalue().splitlines()
     assert lines == [
@@ -59,7 +59,7 @@ def test_plain_reporter_writes_one_line_per_event_that_matters() -> None:
         "#007 a1b2c3d keep     val_bpb 1.823400  Δ -0.0123 (margin 0.0040)  MATRIX_LR 0.04 -> 0.05",
         "#008 b2c3d4e crash    val_bpb -  DEPTH 8 with tabs  [oom: CUDA out of memory]  (worker 2)",
         "warn: disk almost full",
-        "stopped: STOP file; 2 experiments; best val_bpb 1.823400 (a1b2c3d)",
+        "stopped: STOP file. 2 experiments, 1 kept; best val_bpb 1.823400 (a1b2c3d)",
     ]
 
 

@@ -136,6 +136,10 @@ def test_report_uses_the_targets_metric_and_direction(tmp_path: Path) -> None:
     html = out.read_text()
     assert "<b>pass_rate</b> (higher is better)" in html and ">pass_rate</th>" in html
     assert "val_bpb" not in html
+    (root / "harness.toml").unlink()  # no config says so: the direction comes from the keeps
+    CliRunner().invoke(cli, ["report", "--repo", str(root), "-o", str(out)], catch_exceptions=False)
+    html = out.read_text()
+    assert "<b>pass_rate</b> (lower is better)" in html  # the fixture's keeps go down
 
 
 def test_report_falls_back_to_archived_snapshots_without_git_objects(repo: Path, tmp_path: Path) -> None:

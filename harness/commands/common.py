@@ -3,6 +3,7 @@ choosing the live or plain view."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -39,7 +40,14 @@ def handle_errors(fn):
     return wrapper
 
 
-def make_view(quiet: bool):
+@contextlib.contextmanager
+def view(quiet: bool):
+    """The live panel (or plain lines) for the length of a command; the terminal is restored
+    whatever happens."""
     from harness.live import make_reporter
 
-    return make_reporter(quiet=quiet, stream=sys.stdout)
+    reporter = make_reporter(quiet=quiet, stream=sys.stdout)
+    try:
+        yield reporter
+    finally:
+        getattr(reporter, "close", lambda: None)()

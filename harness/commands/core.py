@@ -8,7 +8,7 @@ import click
 
 from harness import listing
 from harness.agents.registry import AGENTS, make_agent
-from harness.commands.common import handle_errors, make_view, repo_option
+from harness.commands.common import handle_errors, repo_option, view
 from harness.executors import EXECUTORS, Resources
 from harness.loop import StopRules, run_current, run_loop
 from harness.session import init as init_research
@@ -37,9 +37,9 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, envvar="HARNESS_QUIET
 @handle_errors
 def init(tag, baseline_runs, budget, quiet, repo):
     """Start a research branch here and measure the baseline and its noise."""
-    view = make_view(quiet)
-    lab = open_lab(repo, {"budget": budget}, view, initialized=False)
-    row = init_research(lab, tag, baseline_runs)
+    with view(quiet) as reporter:
+        lab = open_lab(repo, {"budget": budget}, reporter, initialized=False)
+        row = init_research(lab, tag, baseline_runs)
     noise = lab.noise()
     click.echo(f"research branch {lab.repo.branch()}: baseline {lab.cfg.target.metric} {row.value:.6f} "
                f"over {len(row.runs)} runs; {noise.describe()}")
@@ -54,10 +54,11 @@ def init(tag, baseline_runs, budget, quiet, repo):
 @handle_errors
 def run(description, budget, quiet, repo):
     """Run one experiment on the current train.py: commit, train, analyze, decide, record."""
-    lab = open_lab(repo, {"budget": budget}, make_view(quiet))
-    with lab.lock:
-        lab.capture_manifest()
-        row = run_current(lab, description)
+    with view(quiet) as reporter:
+        lab = open_lab(repo, {"budget": budget}, reporter)
+        with lab.lock:
+            lab.capture_manifest()
+            row = run_current(lab, description)
     if row.status in ("crash", "invalid", "violation"):
         click.echo(f"see {lab.archive / row.commit / 'run.log'}" if row.commit != "-" else row.failure)
 
@@ -103,14 +104,13 @@ def loop(agent, agent_command, model, summary_model, max_experiments, hours, unt
                  "max_cost": max_cost, "max_tokens": max_tokens, "agent_timeout": agent_timeout, "max_turns": max_turns,
                  "confirm": confirm, "budget": budget, "workers": workers, "executor": executor,
                  "ray_address": ray_address}
-    view = make_view(quiet)
-    lab = open_lab(repo, overrides, view)
-    backend = make_agent(lab.cfg.agent, lab.archive)
     rules = StopRules(max_experiments, hours, until, patience)
-    with lab.lock:
-        lab.capture_manifest()
-        run_loop(lab, backend, rules, resources=Resources(gpus_per_worker, threads_per_worker))
-    # the view prints the stop line (reason, experiments, kept, best)
+    with view(quiet) as reporter:  # it prints the stop line (reason, experiments, kept, best)
+        lab = open_lab(repo, overrides, reporter)
+        backend = make_agent(lab.cfg.agent, lab.archive)
+        with lab.lock:
+            lab.capture_manifest()
+            run_loop(lab, backend, rules, resources=Resources(gpus_per_worker, threads_per_worker))
 
 
 @click.command()
