@@ -12,7 +12,6 @@ a change to it as a violation); the logic lives in harness/analysis.py.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -20,8 +19,8 @@ from pathlib import Path
 from harness.analysis import analyze_run
 from harness.config import ARCHIVE_DIR, load_config
 from harness.errors import HarnessError
+from harness.ledger import KEPT, Ledger, Row
 
-KEEP_STATUSES = ("keep", "baseline")
 RUN_FILES = ("run.log", "metrics.jsonl", "run_summary.json")
 
 
@@ -36,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     metric, direction, archive = _target(args.archive)
-    rows = read_ledger(archive / "results.tsv")
+    ledger = Ledger(archive / "results.tsv", metric)
+    rows = ledger.rows()  # corrupt lines are skipped
+    metric = ledger.metric_column() or metric  # the ledger's own metric column, if it differs
     run_dir = args.run_dir or latest_attempt(archive)
     if run_dir is None:
         print(f"no attempt folder in {archive}: pass RUN_DIR, or run `harness run` first", file=sys.stderr)
@@ -44,8 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     if not run_dir.is_dir():
         print(f"{run_dir} is not a folder: pass an attempt folder such as {archive}/<commit>", file=sys.stderr)
         return 2
-    if rows and metric not in rows[0]:
-        metric = list(rows[0])[1]  # the ledger's metric column is the second one
     row, best, prev = ledger_context(archive, rows, run_dir)
     analysis = analyze_run(
         run_dir,
@@ -53,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         prev_dir=args.prev or prev or _attempt_before(archive, run_dir, rows),
         metric=metric,
         direction=direction,
-        value=_value(row, metric),
-        status=(row or {}).get("status") or None,
-        failure=((row or {}).get("failure") or "").strip() or None,
+        value=_value(row),
+        status=row.status if row else None,
+        failure=(row.failure.strip() or None) if row else None,
         plots=not args.no_plots,
     )
     if args.json:
@@ -72,14 +71,6 @@ def _target(archive: Path | None) -> tuple[str, str, Path]:
         return cfg.target.metric, cfg.target.direction, archive or cfg.archive_dir
     except HarnessError:
         return "val_bpb", "min", archive or Path.cwd() / ARCHIVE_DIR
-
-
-def read_ledger(path: Path) -> list[dict[str, str]]:
-    try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as f:
-            return [dict(r) for r in csv.DictReader(f, delimiter="\t")]
-    except OSError:
-        return []
 
 
 def attempt_folders(archive: Path) -> list[Path]:
@@ -102,21 +93,19 @@ def latest_attempt(archive: Path) -> Path | None:
     return folders[-1] if folders else None
 
 
-def ledger_context(
-    archive: Path, rows: list[dict[str, str]], run_dir: Path
-) -> tuple[dict[str, str] | None, Path | None, Path | None]:
+def ledger_context(archive: Path, rows: list[Row], run_dir: Path) -> tuple[Row | None, Path | None, Path | None]:
     """(the run's own ledger row, the best folder, the previous folder). Only rows before the
     run's row count, so a run that became the best is compared with the best it beat."""
-    mine = next((i for i, r in enumerate(rows) if _same_commit(r.get("commit", ""), run_dir.name)), None)
+    mine = next((i for i, r in enumerate(rows) if _same_commit(r.commit, run_dir.name)), None)
     before = rows if mine is None else rows[:mine]
-    folders = [(r, archive / r["commit"]) for r in before if (archive / r.get("commit", "-")).is_dir()]
-    folders = [(r, d) for r, d in folders if r.get("commit") not in ("", "-") and d.resolve() != run_dir.resolve()]
-    best = next((d for r, d in reversed(folders) if r.get("status") in KEEP_STATUSES), None)
+    folders = [(r, archive / r.commit) for r in before if r.commit not in ("", "-") and (archive / r.commit).is_dir()]
+    folders = [(r, d) for r, d in folders if d.resolve() != run_dir.resolve()]
+    best = next((d for r, d in reversed(folders) if r.status in KEPT), None)
     prev = folders[-1][1] if folders else None
     return (rows[mine] if mine is not None else None), best, prev
 
 
-def _attempt_before(archive: Path, run_dir: Path, rows: list[dict[str, str]]) -> Path | None:
+def _attempt_before(archive: Path, run_dir: Path, rows: list[Row]) -> Path | None:
     """Without a ledger, the previous attempt is the folder written just before this one."""
     if rows:
         return None
@@ -129,13 +118,9 @@ def _same_commit(a: str, b: str) -> bool:
     return bool(a) and bool(b) and a not in ("-",) and (a.startswith(b) or b.startswith(a))
 
 
-def _value(row: dict[str, str] | None, metric: str) -> float | None:
-    if not row or row.get("status") == "crash":
-        return None
-    try:
-        return float(row.get(metric, ""))
-    except ValueError:
-        return None
+def _value(row: Row | None) -> float | None:
+    """The value the harness recorded; a crash row's `0.000000` is a placeholder, not a value."""
+    return None if row is None or row.status == "crash" else row.value
 
 
 if __name__ == "__main__":

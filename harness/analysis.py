@@ -1,16 +1,16 @@
 """Post-run analysis: read what a run left behind (metrics.jsonl, run.log, run_summary.json), work
 out what happened to it, compare it with the best and the previous run, and write analysis.md,
 analysis.json and plots into its folder. Bad run data never raises: what is readable is used.
+
+Reading the files is harness/run_files.py, classifying a failure harness/failures.py, writing
+analysis.md harness/analysis_md.py; their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
-import re
-import signal as _signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from harness import atomic
+from harness.failures import FAILURE_KINDS as FAILURE_KINDS
+from harness.failures import RaisedError as RaisedError
+from harness.failures import classify_failure as classify_failure
+from harness.failures import failure_summary
+from harness.failures import last_exception as last_exception
+from harness.run_files import load_metrics, parse_summary, read_json, read_tail
 
 T = TypeVar("T")
 
@@ -34,242 +39,7 @@ DIVERGE_MIN_RISE = 0.3  # ... and at least 0.3 (nats) above it
 PART_THRESHOLD = 0.02  # two loss curves "part" once their gap stays beyond this (nats) ...
 PART_BINS = 100  # ... compared as means over this many bins of the shared x range
 NO_OVERLAP = "none"  # the parting axis when two runs share no stretch of loss curve
-LOG_TAIL_LINES = 40
 CODE_DIFF_MAX_LINES = 300
-NOTES_HEADING = "## Agent notes"
-NOTES_PLACEHOLDER = "<!-- Yours: what this run taught you. Kept when analysis.md is regenerated. -->"
-
-
-# --- reading files --------------------------------------------------------------------------
-_BARE_CONSTANT = re.compile(r"([:\[,]\s*)(-?)(nan|inf|infinity)\b", re.IGNORECASE)
-
-
-def load_metrics(path: str | Path) -> list[dict]:
-    """The JSON objects of a metrics.jsonl, one per readable line. Broken lines, a torn last
-    line, non-UTF-8 bytes and a missing file are skipped; NaN/Infinity come back as floats."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8", errors="replace")
-    except OSError:
-        return []
-    lines = [line for line in map(str.strip, text.splitlines()) if line]
-    try:  # one parse of the whole file is several times faster than one per line; any bad
-        parsed = json.loads("[" + ",".join(lines) + "]")  # line sends us to the careful path
-    except (ValueError, RecursionError):
-        parsed = [_parse_json_line(line) for line in lines]
-    return [obj for obj in parsed if isinstance(obj, dict)]
-
-
-def _parse_json_line(line: str) -> Any:
-    if not line:
-        return None
-    try:
-        return json.loads(line)
-    except (ValueError, RecursionError):
-        pass
-    # Writers outside Python's json module may emit bare nan/inf; read them as the constants.
-    fixed = _BARE_CONSTANT.sub(lambda m: m[1] + ("NaN" if m[3].lower() == "nan" else m[2] + "Infinity"), line)
-    if fixed == line:
-        return None
-    try:
-        return json.loads(fixed)
-    except (ValueError, RecursionError):
-        return None
-
-
-_SUMMARY_LINE = re.compile(r"^([A-Za-z_][\w./-]*)\s*:\s*(.*?)\s*$")
-
-
-def parse_summary(text: str) -> dict[str, float | str]:
-    """The `key: value` lines after the LAST line that is exactly `---` (values as floats when
-    they are numbers). Empty when there is no such line."""
-    lines = (text or "").splitlines()
-    marks = [i for i, line in enumerate(lines) if line.rstrip("\r ") == "---"]
-    if not marks:
-        return {}
-    out: dict[str, float | str] = {}
-    for line in lines[marks[-1] + 1 :]:
-        m = _SUMMARY_LINE.match(line)
-        if m:
-            out[m[1]] = _number_or_text(m[2])
-    return out
-
-
-def _number_or_text(value: str) -> float | str:
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
-def read_tail(path: str | Path, max_bytes: int = 65536) -> str:
-    """The last `max_bytes` of a text file ('' if missing), decoded leniently."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except OSError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    return text.split("\n", 1)[-1] if size > max_bytes else text  # drop the cut first line
-
-
-def read_json(path: str | Path) -> dict:
-    """A JSON object file, or {} when it is missing, corrupt or not an object."""
-    try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8", errors="replace"))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
-# --- failure classification -----------------------------------------------------------------
-FAILURE_KINDS = (
-    "syntax_error", "import_error", "exception", "oom", "nan_divergence", "timeout", "killed", "no_summary",
-)
-_TRACEBACK = "Traceback (most recent call last):"
-_FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+)')
-_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
-_SYNTAX_NAMES = ("SyntaxError", "IndentationError", "TabError")
-_IMPORT_NAMES = ("ModuleNotFoundError", "ImportError")
-_LIBRARY_PATHS = ("site-packages", "dist-packages", "/lib/python", "<frozen")
-
-
-@dataclass(frozen=True)
-class RaisedError:
-    """The last exception a log shows: `torch.OutOfMemoryError`, its message, `train.py:123`."""
-
-    name: str
-    message: str
-    where: str | None
-    line_index: int  # where the exception line is in the log
-
-    @property
-    def short_name(self) -> str:
-        return self.name.rsplit(".", 1)[-1]
-
-
-def last_exception(log: str) -> RaisedError | None:
-    """The final exception of the last traceback in a log (or a bare SyntaxError report, which
-    Python prints without a Traceback header when the main script does not parse)."""
-    lines = (log or "").splitlines()
-    starts = [i for i, line in enumerate(lines) if line.strip() == _TRACEBACK]
-    if starts:
-        frames: list[tuple[str, str]] = []
-        for i in range(starts[-1] + 1, len(lines)):
-            line = lines[i]
-            frame = _FRAME.match(line)
-            if frame:
-                frames.append((frame[1], frame[2]))
-                continue
-            m = _EXC_LINE.match(line) if line[:1] not in (" ", "\t", "") else None
-            if m:
-                return RaisedError(m[1], (m[2] or "").strip(), _where(frames), i)
-    for i in range(len(lines) - 1, -1, -1):
-        m = _EXC_LINE.match(lines[i])
-        if m and m[1] in _SYNTAX_NAMES:
-            frames = [(f[1], f[2]) for f in map(_FRAME.match, lines[max(0, i - 6) : i]) if f]
-            return RaisedError(m[1], (m[2] or "").strip(), _where(frames), i)
-    return None
-
-
-def _where(frames: list[tuple[str, str]]) -> str | None:
-    """`file.py:line` of the deepest frame in the user's own code (else the deepest frame)."""
-    if not frames:
-        return None
-    own = [f for f in frames if not any(p in f[0] for p in _LIBRARY_PATHS)]
-    path, line = (own or frames)[-1]
-    return f"{Path(path).name}:{line}"
-
-
-def _is_oom(log: str, exc: RaisedError | None) -> bool:
-    if "CUDA out of memory" in log or "MPS backend out of memory" in log:
-        return True
-    if exc is None:
-        return False
-    return exc.short_name in ("OutOfMemoryError", "MemoryError") or "out of memory" in exc.message.lower()
-
-
-def classify_failure(
-    log_tail: str, returncode: int | None, timed_out: bool, oom: bool, signal: int | None
-) -> str | None:
-    """One of FAILURE_KINDS, or None when the run succeeded. `returncode` None means unknown
-    (e.g. analysing an archive): then a summary after the last traceback counts as success."""
-    log = log_tail or ""
-    exc = last_exception(log)
-    if timed_out:
-        return "timeout"
-    finished = bool(parse_summary(log)) and (exc is None or _summary_after(log, exc))
-    if finished and returncode in (0, None) and signal is None and not oom:
-        return None  # an OOM or traceback that the run caught and survived is not a failure
-    if oom or _is_oom(log, exc):
-        return "oom"
-    if returncode == 3 or "FAIL: loss diverged" in log:
-        return "nan_divergence"
-    if signal is not None or (returncode is not None and returncode < 0):
-        return "killed"
-    if exc is not None:
-        if exc.short_name in _SYNTAX_NAMES:
-            return "syntax_error"
-        if exc.short_name in _IMPORT_NAMES:
-            return "import_error"
-        return "exception"
-    return "exception" if returncode not in (0, None) else "no_summary"
-
-
-def _summary_after(log: str, exc: RaisedError) -> bool:
-    lines = log.splitlines()
-    marks = [i for i, line in enumerate(lines) if line.rstrip("\r ") == "---"]
-    return bool(marks) and marks[-1] > exc.line_index
-
-
-def failure_summary(
-    log_tail: str, returncode: int | None, timed_out: bool, oom: bool, signal: int | None
-) -> str | None:
-    """The one line the next prompt shows, e.g. `exception: ValueError: shapes ... at train.py:123`."""
-    kind = classify_failure(log_tail, returncode, timed_out, oom, signal)
-    if kind is None:
-        return None
-    log = log_tail or ""
-    exc = last_exception(log)
-    last = _last_line(log)
-    if kind in ("syntax_error", "import_error", "exception") and exc is not None:
-        detail = _describe(exc)
-    elif kind == "oom":
-        detail = _describe(exc) if exc is not None else "ran out of memory (stopped by the memory limit)"
-    elif kind == "nan_divergence":
-        detail = next((ln.strip() for ln in reversed(log.splitlines()) if "FAIL: loss diverged" in ln), "exit code 3")
-    elif kind == "timeout":
-        detail = "ran past its time limit and was stopped" + (f"; last line: {last}" if last else "")
-    elif kind == "killed":
-        detail = _describe_signal(signal if signal is not None else -(returncode or 0))
-    elif kind == "no_summary":
-        detail = "exited without a `---` summary" + (f"; last line: {last}" if last else "")
-    else:
-        detail = f"exit code {returncode}" + (f"; last line: {last}" if last else "")
-    return _one_line(f"{kind}: {detail}", 300)
-
-
-def _describe(exc: RaisedError) -> str:
-    text = f"{exc.name}: {exc.message}" if exc.message else exc.name
-    return text + (f" at {exc.where}" if exc.where else "")
-
-
-def _describe_signal(number: int) -> str:
-    try:
-        return f"killed by signal {number} ({_signal.Signals(number).name})"
-    except ValueError:
-        return f"killed by signal {number}"
-
-
-def _last_line(log: str) -> str:
-    return next((ln.strip() for ln in reversed(log.splitlines()) if ln.strip()), "")
-
-
-def _one_line(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- curves ---------------------------------------------------------------------------------
@@ -614,6 +384,12 @@ class Analysis:
     plots: tuple[str, ...] = ()  # PNG file names inside run_dir
     elapsed_s: float = 0.0
 
+    @property
+    def tokens(self) -> float | None:
+        """Tokens trained on: the summary's total_tokens_M, else the count from metrics.jsonl."""
+        total = _num(self.summary.get("total_tokens_M"))
+        return total * 1e6 if math.isfinite(total) else self.trajectory.tokens
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (NaN and infinities become None)."""
         return _json_safe(dataclasses.asdict(self))
@@ -741,6 +517,8 @@ def analyze_run(
         problems=tuple(problems), plots=pngs,
     )
     analysis = dataclasses.replace(analysis, elapsed_s=round(time.perf_counter() - started, 4))
+    from harness.analysis_md import write_analysis  # here: analysis_md imports this module
+
     write_analysis(analysis, run_path, log_tail=this.log_tail)
     return analysis
 
@@ -778,130 +556,12 @@ def observe(t: Trajectory, vs_best: Comparison | None, direction: str) -> list[s
         out.append(f"throughput is {r:.2f}x the best run's ({'faster' if r > 1 else 'slower'})")
     if vs_best and vs_best.parted_at is not None:
         who = "this run" if vs_best.ahead == "this" else "the best run"
-        out.append(f"the smoothed loss parts from the best run's at {_fmt_axis(vs_best.axis, vs_best.parted_at)}, {who} ahead")
+        out.append(f"the smoothed loss parts from the best run's at {fmt_axis(vs_best.axis, vs_best.parted_at)}, {who} ahead")
     return out
 
 
-# --- writing --------------------------------------------------------------------------------
-def write_analysis(analysis: Analysis, run_dir: Path, *, log_tail: str = "") -> None:
-    """analysis.json and analysis.md; the "## Agent notes" section of an old analysis.md stays."""
-    atomic.write_text(run_dir / "analysis.json", json.dumps(analysis.to_dict(), indent=1, allow_nan=False) + "\n")
-    notes = existing_notes(run_dir / "analysis.md")
-    atomic.write_text(run_dir / "analysis.md", render_markdown(analysis, log_tail=log_tail, notes=notes))
-
-
-def existing_notes(path: Path) -> str | None:
-    """What follows the "## Agent notes" heading of an analysis.md (None if no such section)."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    m = re.search(rf"^{re.escape(NOTES_HEADING)}[^\n]*\n?", text, re.MULTILINE)
-    return text[m.end() :].strip("\n") if m else None
-
-
-def render_markdown(a: Analysis, *, log_tail: str = "", notes: str | None = None) -> str:
-    t = a.trajectory
-    better = "lower" if a.direction == "min" else "higher"
-    lines = [f"# Analysis of run {a.run}", "", "## Result", ""]
-    lines.append(f"- {a.metric}: **{_fmt(a.value)}** ({better} is better) · status: {a.status or 'unknown'}")
-    if a.vs_best and a.vs_best.other_value is not None:
-        lines.append(f"- best ({a.vs_best.other}): {_fmt(a.vs_best.other_value)} · delta {_fmt(a.vs_best.value_delta, signed=True)}")
-    if a.failure:
-        lines.append(f"- failure: {a.failure}")
-    lines += [f"- {o}" for o in a.observations]
-    if a.plots:
-        lines.append("- plots: " + ", ".join(f"[{p}]({p})" for p in a.plots))
-    lines += [f"- could not read: {p}" for p in a.problems]
-    lines += ["", "## Trajectory", ""]
-    if t.steps:
-        lines += [
-            f"- steps: {t.steps} · training seconds: {_fmt(t.training_seconds, 1)} · tokens: {_fmt_count(_tokens(a))}",
-            f"- smoothed loss: first {_fmt(t.first_loss)} → min {_fmt(t.min_loss)} (step {_fmt(t.min_loss_step, 0)}) → final {_fmt(t.final_loss)}",
-            f"- end slope (last {TAIL_FRACTION:.0%}): {_fmt(t.slope_per_1k_steps, signed=True)} per 1k steps, "
-            f"{_fmt(t.slope_per_minute, signed=True)} per minute · still improving: {'yes' if t.still_improving else 'no'}",
-            f"- spikes: {len(t.spike_steps)}" + (f" (steps {', '.join(f'{s:g}' for s in t.spike_steps[:20])})" if t.spike_steps else ""),
-            f"- diverged: {'yes' if t.diverged else 'no'}" + (f" ({t.nonfinite_losses} non-finite losses)" if t.nonfinite_losses else ""),
-        ]
-    else:
-        lines.append("No training steps were recorded.")
-    lines += ["", "## Throughput", ""]
-    if t.tokens_per_sec is not None or t.step_ms is not None:
-        lines.append(f"- tokens/s (median): {_fmt_count(t.tokens_per_sec)} · step time (median): {_fmt(t.step_ms, 1)} ms · MFU (mean): {_fmt(t.mfu_percent, 2)}%")
-    else:
-        lines.append("No throughput figures were recorded.")
-    if "peak_memory_mb" in a.summary:
-        lines.append(f"- peak memory: {a.summary['peak_memory_mb']} MB")
-    for title, c in (("vs best", a.vs_best), ("vs previous", a.vs_prev)):
-        lines += ["", f"## {title}", "", *(_render_comparison(c, a.metric) if c else ["Nothing to compare with."])]
-    lines += ["", "## Config diff", ""]
-    if a.vs_best is None:
-        lines.append("No best run to compare with.")
-    else:
-        lines += _render_changes(a.config_changes, a.code_diff)
-    if a.failure:
-        tail = "\n".join(log_tail.splitlines()[-LOG_TAIL_LINES:]) or "(run.log is empty or missing)"
-        lines += ["", "## Failure", "", a.failure, "", f"Last {LOG_TAIL_LINES} lines of run.log:", "", "```", tail, "```"]
-    lines += ["", NOTES_HEADING, "", notes if notes and notes.strip() else NOTES_PLACEHOLDER, ""]
-    return "\n".join(lines)
-
-
-def _render_changes(changes: tuple[ConfigChange, ...] | None, diff: str | None) -> list[str]:
-    if changes is None:
-        lines = ["Knobs: not compared (run_summary.json has no config in this run or the best)."]
-    elif not changes:
-        lines = ["Knobs: the same as the best run's."]
-    else:
-        lines = ["| knob | best | this |", "|---|---|---|"]
-        lines += [f"| {c.knob} | {_cell(c.best)} | {_cell(c.this)} |" for c in changes]
-    if diff is None:
-        return [*lines, "", "train.py: no snapshot of both runs to compare."]
-    if not diff:
-        return [*lines, "", "train.py: identical to the best run's."]
-    return [*lines, "", "```diff", diff.rstrip("\n"), "```"]
-
-
-def _render_comparison(c: Comparison, metric: str) -> list[str]:
-    if c.axis == NO_OVERLAP:
-        parted = "n/a (the two runs share no stretch of loss curve)"
-    elif c.parted_at is not None:
-        parted = f"{_fmt_axis(c.axis, c.parted_at)} ({'this run' if c.ahead == 'this' else 'the other run'} ahead after)"
-    else:
-        parted = f"never (the curves stay within {PART_THRESHOLD:g} of each other to the end)"
-    return [
-        f"- run: {c.other} · its {metric}: {_fmt(c.other_value)} · delta: {_fmt(c.value_delta, signed=True)}",
-        f"- final smoothed loss delta: {_fmt(c.final_loss_delta, signed=True)} · tokens/s ratio: {_fmt(c.tokens_per_sec_ratio, 3)}",
-        f"- curves part at: {parted}",
-    ]
-
-
-def _tokens(a: Analysis) -> float | None:
-    total = _num(a.summary.get("total_tokens_M"))
-    return total * 1e6 if math.isfinite(total) else a.trajectory.tokens
-
-
-def _fmt(v: float | None, digits: int = 4, *, signed: bool = False) -> str:
-    if v is None or not isinstance(v, int | float):
-        return "n/a"
-    if not math.isfinite(v):
-        return str(v)
-    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
-
-
-def _fmt_count(v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "n/a"
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(v) >= size:
-            return f"{v / size:.2f}{unit}"
-    return f"{v:.0f}"
-
-
-def _fmt_axis(axis: str, x: float | None) -> str:
+def fmt_axis(axis: str, x: float | None) -> str:
+    """A point on a comparison's axis, for people: `12.3 s`, `40% of the budget`, `step 500`."""
     if x is None:
         return "n/a"
     return {"seconds": f"{x:.1f} s", "progress": f"{x:.0%} of the budget", "step": f"step {x:g}"}.get(axis, f"{x:g}")
-
-
-def _cell(v: Any) -> str:
-    return "(none)" if v is None else str(v).replace("|", "\\|")

@@ -131,6 +131,16 @@ class Ledger:
     def exists(self) -> bool:
         return self.path.is_file()
 
+    def metric_column(self) -> str | None:
+        """The metric's name as the file's header has it (column 2); None without a header.
+        It may differ from self.metric (a ledger started under another target config)."""
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                columns = f.readline().rstrip("\n").split("\t")
+        except OSError:
+            return None
+        return columns[1] if len(columns) > 1 and columns[0] == "commit" else None
+
     def rows(self) -> list[Row]:
         """All readable rows. Corrupt lines are skipped and described in self.warnings."""
         self.warnings = []

@@ -12,7 +12,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -37,12 +37,25 @@ _SECRET_PATTERNS = (
 REDACTED = "***"
 
 
-def redact(text: str) -> str:
-    """Remove API keys and auth header values from `text` (JSON stays valid JSON)."""
-    for env in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
-        value = os.environ.get(env)
-        if value and len(value) >= 8:
-            text = text.replace(value, REDACTED)
+SECRET_ENV_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET")  # any provider's: ANTHROPIC_, OPENAI_, ...
+_MIN_SECRET_CHARS = 8  # shorter values ("1", "true") would blank out ordinary text
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    """The values of `env`'s secret-named variables, longest first (so a key that contains
+    another is replaced whole). Digits-only values are left out: replacing them could turn a
+    JSON number into a bare `***`."""
+    values = {v for name, v in env.items()
+              if name.endswith(SECRET_ENV_SUFFIXES) and len(v) >= _MIN_SECRET_CHARS and not v.isdigit()}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(text: str, env: Mapping[str, str] | None = None) -> str:
+    """Remove API keys and auth header values from `text` (JSON stays valid JSON): the values of
+    `*_API_KEY`, `*_TOKEN` and `*_SECRET` variables of `env` (default: this process's
+    environment), then Anthropic keys, bearer tokens and auth headers by their shape."""
+    for value in secret_values(os.environ if env is None else env):
+        text = text.replace(value, REDACTED)
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
     return text

@@ -17,11 +17,11 @@ import numpy as np
 
 from harness import atomic
 from harness.analysis import Curve, load_curve
+from harness.ledger import KEPT
 
 MAX_POINTS = 800  # per line: more adds drawing time, not information, at this size
 DPI = 100
 WIDTH = 7.0
-KEEP_STATUSES = ("keep", "baseline")
 STYLES = {"this": dict(color="C0", lw=1.6), "best": dict(color="C2", lw=1.2, ls="--"), "previous": dict(color="C7", lw=1.0, ls=":")}
 
 
@@ -109,8 +109,8 @@ def plot_progress(
     fig, (ax,) = _figure(1, 4.2, width=9.0)
     points = [_progress_point(i, row, metric) for i, row in enumerate(rows)]
     ran = [p for p in points if p["value"] is not None]
-    kept = [p for p in ran if p["status"] in KEEP_STATUSES]
-    others = [p for p in ran if p["status"] not in KEEP_STATUSES]
+    kept = [p for p in ran if p["status"] in KEPT]
+    others = [p for p in ran if p["status"] not in KEPT]
     crashed = [p for p in points if p["value"] is None and p["status"] == "crash"]
     if others:
         ax.scatter([p["x"] for p in others], [p["value"] for p in others], s=14, color="0.6", label="discarded", zorder=2)
@@ -146,7 +146,7 @@ def plot_progress(
 def _progress_point(index: int, row: dict[str, Any], metric: str) -> dict[str, Any]:
     status = str(row.get("status") or "").strip()
     value = _float(row["value"] if "value" in row else row.get(metric))  # a raw ledger row names it
-    if status == "crash" or (value is not None and value == 0.0 and status not in KEEP_STATUSES):
+    if status == "crash" or (value is not None and value == 0.0 and status not in KEPT):
         value = None  # the ledger writes 0.000000 for crashes
     x = _float(row.get("experiment"))
     return {"x": x if x is not None else float(index), "value": value, "status": status,

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness import atomic, guard
+from harness import atomic, guard, runner
 from harness.config import load_config
 from harness.errors import FatalError, UsageError
 from harness.events import Reporter, null_reporter
@@ -132,6 +132,9 @@ def recover(lab: Lab) -> list[str]:
     done = []
     repo, editable = lab.repo, lab.cfg.target.editable
     prev = lab.lock.previous
+    if prev is not None:
+        for pid in runner.kill_leftovers(lab.archive):
+            done.append(f"stopped run pid {pid}, left running by the harness that was killed")
     if prev is not None and prev.phase in ("agent", "guard", "commit"):  # commit: maybe `git add`ed, not committed
         snap = guard.snapshot(repo, lab.exclude)
         guard.discard_edits(repo, repo.head(), snap, editable, lab.exclude)

@@ -5,16 +5,15 @@ HTTP client, git and the file edits are real. Parsers are also tested on canned 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 from fakes.openai_server import OpenAIServer, error, hang, search_replace, text
-from support.aider_cli import AiderInstallError, ensure_aider
+from support.agent_repo import make_agent_repo
+from support.aider_cli import offline_env, require_aider, write_model_metadata
 
 from harness.agents.aider import (
     AiderAgent,
@@ -44,31 +43,12 @@ PROMPT_MARKER = "experiment-marker-7f3a"
 
 @pytest.fixture(scope="session")
 def aider_bin() -> str:
-    try:
-        return str(ensure_aider().binary)
-    except AiderInstallError as e:
-        message = f"LOUD SKIP: the real aider CLI (aider-chat) could not be installed: {e}"
-        if os.environ.get("HARNESS_REQUIRE_AIDER"):
-            pytest.fail(message)
-        print(message, file=sys.stderr)
-        pytest.skip(message)
+    return require_aider()
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    (root / "train.py").write_text(TRAIN)
-    (root / "prepare.py").write_text("FIXED = 1\n")
-    archive = root / ".auto-log-research"
-    archive.mkdir()
-    (archive / "insights.md").write_text("## Current Best\n")
-    (archive / "ideas_queue.md").write_text("- [ ] MATRIX_LR = 0.05  # try\n")
-    (root / ".gitignore").write_text(".auto-log-research/\n")
-    for cmd in (["init", "-q"], ["config", "user.name", "t"], ["config", "user.email", "t@t"],
-                ["add", "-A"], ["commit", "-qm", "base"]):
-        subprocess.run(["git", *cmd], cwd=root, check=True)
-    return root
+    return make_agent_repo(tmp_path / "repo", TRAIN, "- [ ] MATRIX_LR = 0.05  # try")
 
 
 @pytest.fixture
@@ -78,32 +58,10 @@ def server():
 
 
 def aider_env(tmp_path: Path, server: OpenAIServer) -> dict[str, str]:
-    """A fresh HOME, the fake server as the OpenAI endpoint, and a dead proxy for everything
-    else: if aider or litellm tried to reach the internet, the call would fail at once (and the
-    output would show it) instead of quietly succeeding on a machine with network."""
+    """A fresh HOME, the fake server as the OpenAI endpoint, no internet (a dead proxy)."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    return {
-        "HOME": str(home),
-        "OPENAI_API_BASE": server.base_url,
-        "OPENAI_API_KEY": "dummy-key-for-the-fake-server",
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "AIDER_CHECK_UPDATE": "false",
-        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-        "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-    }
-
-
-def model_metadata(tmp_path: Path) -> Path:
-    """Context size and prices for the fake model, so aider neither fetches litellm's price
-    list from GitHub nor warns about an unknown model; the prices make it print a cost."""
-    path = tmp_path / "model-metadata.json"
-    path.write_text(json.dumps({MODEL: {
-        "max_tokens": 4096, "max_input_tokens": 32000, "max_output_tokens": 4096,
-        "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
-        "litellm_provider": "openai", "mode": "chat"}}))
-    return path
+    return {"HOME": str(home), **offline_env(server.base_url)}
 
 
 def context(repo: Path) -> AgentContext:
@@ -116,7 +74,7 @@ def make_agent(repo: Path, binary: str, env: dict, tmp_path: Path, *extra: str, 
                **settings) -> AiderAgent:
     values = {"name": "aider", "model": MODEL, "timeout_s": 120, **settings}
     # the diff (SEARCH/REPLACE) format: aider would pick "whole" for a model it does not know
-    args = ["--edit-format", "diff", "--model-metadata-file", str(model_metadata(tmp_path)), *extra]
+    args = ["--edit-format", "diff", "--model-metadata-file", str(write_model_metadata(tmp_path / "model-metadata.json", MODEL)), *extra]
     return AiderAgent(AgentSettings(**values), LlmLog.in_archive(repo / ".auto-log-research"), caps,
                       binary=binary, env=env, extra_args=args)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from fakes.messages_server import MessagesServer, error, text, tool_use
-from support.claude_cli import ClaudeInstallError, ensure_claude
+from support.agent_repo import make_agent_repo
+from support.claude_cli import QUIET_ENV, require_claude
 
 from harness.agents.base import AgentContext, TargetInfo
 from harness.agents.claude import ClaudeCodeAgent, parse_stream
@@ -26,27 +27,12 @@ TRAIN = "LR = 0.01\nSTEPS = 10\nprint(LR, STEPS)\n"
 
 @pytest.fixture(scope="session")
 def claude_bin() -> str:
-    try:
-        return str(ensure_claude().binary)
-    except ClaudeInstallError as e:
-        pytest.skip(f"LOUD SKIP: the real Claude Code CLI could not be installed: {e}")
+    return require_claude()
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    (root / "train.py").write_text(TRAIN)
-    (root / "prepare.py").write_text("FIXED = 1\n")
-    archive = root / ".auto-log-research"
-    archive.mkdir()
-    (archive / "insights.md").write_text("## Current Best\n")
-    (archive / "ideas_queue.md").write_text("- [ ] LR = 0.02  # try\n")
-    (root / ".gitignore").write_text(".auto-log-research/\n")
-    for cmd in (["init", "-q"], ["config", "user.name", "t"], ["config", "user.email", "t@t"],
-                ["add", "-A"], ["commit", "-qm", "base"]):
-        subprocess.run(["git", *cmd], cwd=root, check=True)
-    return root
+    return make_agent_repo(tmp_path / "repo", TRAIN, "- [ ] LR = 0.02  # try")
 
 
 @pytest.fixture
@@ -63,8 +49,7 @@ def context(repo: Path, **kw) -> AgentContext:
 def claude_env(tmp_path: Path, server: MessagesServer | None, api_key: str | None = "sk-ant-test-0123456789") -> dict:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-           "DISABLE_AUTOUPDATER": "1"}
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), **QUIET_ENV}
     if server:
         env["ANTHROPIC_BASE_URL"] = server.base_url
     if api_key:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from fakes.messages_server import MessagesServer, error, text, tool_use, tool_us
 from fakes.openai_server import OpenAIServer, search_replace
 from fakes.openai_server import error as openai_error
 from fakes.openai_server import text as openai_text
-from support.aider_cli import AiderInstallError, ensure_aider
-from support.claude_cli import ClaudeInstallError, ensure_claude
+from support.aider_cli import offline_env, require_aider, write_model_metadata
+from support.claude_cli import QUIET_ENV, require_claude
 from support.research import git, harness, make_toy_repo
 
 from harness.ledger import Ledger, Row
@@ -33,24 +32,12 @@ KEY = "sk-ant-api03-loop-test-secret-0123456789"
 
 @pytest.fixture(scope="session")
 def claude_bin() -> str:
-    try:
-        return str(ensure_claude().binary)
-    except ClaudeInstallError as e:
-        message = f"LOUD SKIP: the real Claude Code CLI could not be installed: {e}"
-        print(message, file=sys.stderr)
-        pytest.skip(message)
+    return require_claude()
 
 
 @pytest.fixture(scope="session")
 def aider_bin() -> str:
-    try:
-        return str(ensure_aider().binary)
-    except AiderInstallError as e:
-        message = f"LOUD SKIP: the real aider CLI (aider-chat) could not be installed: {e}"
-        if os.environ.get("HARNESS_REQUIRE_AIDER"):
-            pytest.fail(message)
-        print(message, file=sys.stderr)
-        pytest.skip(message)
+    return require_aider()
 
 
 @pytest.fixture
@@ -85,8 +72,7 @@ def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def claude_env(tmp_path: Path, server: MessagesServer | None, binary: str, **extra: str) -> dict[str, str]:
-    env = base_env(tmp_path, HARNESS_CLAUDE_BIN=binary, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-                   DISABLE_AUTOUPDATER="1", ANTHROPIC_API_KEY=KEY, **extra)
+    env = base_env(tmp_path, HARNESS_CLAUDE_BIN=binary, ANTHROPIC_API_KEY=KEY, **QUIET_ENV, **extra)
     if server:
         env["ANTHROPIC_BASE_URL"] = server.base_url
     return env
@@ -97,20 +83,11 @@ def anthropic_env(tmp_path: Path, server: MessagesServer, **extra: str) -> dict[
 
 
 def aider_env(tmp_path: Path, server: OpenAIServer, binary: str) -> dict[str, str]:
-    """The fake server as the OpenAI endpoint, a dead proxy for everything else (a call to the
-    internet fails at once instead of quietly succeeding), and model metadata so aider prices
-    the fake model and fetches no price list."""
-    metadata = tmp_path / "model-metadata.json"
-    metadata.write_text(json.dumps({AIDER_MODEL: {
-        "max_tokens": 4096, "max_input_tokens": 32000, "max_output_tokens": 4096,
-        "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
-        "litellm_provider": "openai", "mode": "chat"}}))
-    dead = "http://127.0.0.1:9"
-    return base_env(tmp_path, HARNESS_AIDER_BIN=binary, OPENAI_API_BASE=server.base_url,
-                    OPENAI_API_KEY="dummy-key-for-the-fake-server", LITELLM_LOCAL_MODEL_COST_MAP="True",
-                    HARNESS_AIDER_ARGS=f"--edit-format diff --model-metadata-file {metadata}",
-                    HTTP_PROXY=dead, HTTPS_PROXY=dead, http_proxy=dead, https_proxy=dead,
-                    NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    """The fake server as the OpenAI endpoint, no internet (a dead proxy), and model metadata so
+    aider prices the fake model and fetches no price list."""
+    metadata = write_model_metadata(tmp_path / "model-metadata.json", AIDER_MODEL)
+    return base_env(tmp_path, HARNESS_AIDER_BIN=binary, **offline_env(server.base_url),
+                    HARNESS_AIDER_ARGS=f"--edit-format diff --model-metadata-file {metadata}")
 
 
 def loop(repo: Path, env: dict[str, str], *args: str, code: int = 0, timeout: float = 300):

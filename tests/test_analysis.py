@@ -489,6 +489,21 @@ def test_analyze_cli_defaults_to_latest_attempt_vs_best(tmp_path):
     assert json.loads(run_analyze(tmp_path, "--json", "--no-plots").stdout)["run"] == "dddd444"
 
 
+def test_analyze_cli_reads_a_damaged_ledger(tmp_path):
+    """results.tsv is read by harness.ledger: corrupt lines and a torn tail are skipped."""
+    archive = make_archive(tmp_path)
+    ledger = archive / "results.tsv"
+    lines = ledger.read_text().splitlines(keepends=True)
+    lines.insert(2, "not a ledger row\n")
+    lines.insert(3, "eeee555\tnot-a-number\t0.8\tkeep\tjunk\t2\t\n")
+    ledger.write_text("".join(lines) + "ffff666\t0.5")  # a write cut short
+    proc = run_analyze(tmp_path, "--json", "--no-plots")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["run"] == "dddd444" and data["status"] == "crash" and data["value"] is None
+    assert data["vs_best"]["other"] == "bbbb222" and data["vs_prev"]["other"] == "cccc333"
+
+
 def test_analyze_cli_explicit_dirs_and_errors(tmp_path):
     a = write_run(tmp_path / "x" / "one", seed=1)
     b = write_run(tmp_path / "x" / "two", seed=2, floor=1.5)

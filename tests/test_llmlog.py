@@ -59,6 +59,28 @@ def test_secrets_are_redacted_before_writing(log, monkeypatch):
     assert "sk-ant-***" in entry["prompt"]
 
 
+def test_any_providers_secret_variables_are_redacted(log, monkeypatch):
+    """Not only Anthropic's: the value of every *_API_KEY, *_TOKEN and *_SECRET variable, from
+    this process's environment or one a backend passes (aider runs with its own)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "openai-key-0123456789")
+    monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijkl")
+    monkeypatch.setenv("MY_SECRET", "my-secret-value-xyz")
+    monkeypatch.setenv("SHORT_TOKEN", "tok")  # too short to tell from ordinary text: kept
+    monkeypatch.setenv("COUNT_TOKEN", "123456789")  # digits only: would break JSON numbers
+    with log.call(experiment=1, backend="aider", stage="propose", model="m",
+                  prompt="openai-key-0123456789 hf_abcdefghijkl my-secret-value-xyz tok") as call:
+        call.tokens_in = 123456789
+    raw = log.path.read_text()
+    for secret in ("openai-key-0123456789", "hf_abcdefghijkl", "my-secret-value-xyz"):
+        assert secret not in raw
+    entry = read_calls(log.path)[0]
+    assert entry["prompt"] == "*** *** *** tok" and entry["tokens_in"] == 123456789
+
+    env = {"GROQ_API_KEY": "groq-key-abcdefgh", "GROQ_OLD_TOKEN": "groq-key"}
+    assert redact("used groq-key-abcdefgh", env) == "used ***"  # the longer value first, whole
+    assert redact("openai-key-0123456789", {}) == "openai-key-0123456789"  # only the env given
+
+
 def test_redact_keeps_ordinary_text():
     text = 'the "authorization" step and Bearer of news: keep'
     assert redact("nothing secret here") == "nothing secret here"

@@ -143,9 +143,15 @@ def test_interrupted_loop_resumes_without_loss_or_double_count(toy: Path, tmp_pa
         assert "interrupted" in out and proc.returncode == 0
         assert git(toy, "rev-parse", "HEAD") == rows(toy)[0].commit  # back at the best
     assert len(rows(toy)) == 1  # nothing half-recorded
+    leftover = [int(p.read_text()) for p in (toy / ".auto-log-research").glob("**/run.pid")]
+    assert len(leftover) == (1 if sig == signal.SIGKILL else 0)  # kill -9 leaves the run behind
     (toy / "slow.flag").unlink()
     result = harness(toy, env, "loop", "-q", "--max-experiments", "2")
     assert result.returncode == 0, result.stdout + result.stderr
+    for pid in leftover:  # ... and the resumed harness stops it
+        assert "left running by the harness that was killed" in result.stdout
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
     recorded = rows(toy)
     assert [r.experiment for r in recorded] == [0, 1, 2]  # the interrupted one once, then one more
     assert recorded[1].description == "set X=2.0" and recorded[1].status == "keep"

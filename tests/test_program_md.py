@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from fakes.messages_server import MessagesServer, text, tool_use
-from support.claude_cli import ClaudeInstallError, ensure_claude
+from support.claude_cli import QUIET_ENV, require_claude
 from support.research import git, harness, harness_env, make_research_repo
 
 from harness.agents.claude import parse_stream
@@ -31,12 +31,7 @@ DENIED = ["git reset --hard HEAD~1", "rm -rf .auto-log-research", "python -c 'pr
 
 @pytest.fixture(scope="session")
 def claude_bin() -> str:
-    try:
-        return str(ensure_claude().binary)
-    except ClaudeInstallError as e:
-        message = f"LOUD SKIP: the real Claude Code CLI could not be installed: {e}"
-        print(message, file=sys.stderr)
-        pytest.skip(message)
+    return require_claude()
 
 
 @pytest.fixture
@@ -64,7 +59,7 @@ def claude_env(tmp_path: Path, server: MessagesServer, alr_env: dict[str, str], 
     (home / ".claude.json").write_text(json.dumps({"projects": {str(repo): {"hasTrustDialogAccepted": True}}}))
     venv_bin = str(Path(sys.executable).parent)
     env = harness_env(alr_env, HOME=str(home), ANTHROPIC_BASE_URL=server.base_url, ANTHROPIC_API_KEY=KEY,
-                      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_AUTOUPDATER="1")
+                      **QUIET_ENV)
     env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
     return env
 

@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import pricing
-from harness.agents.base import AgentContext, Proposal, Usage
-from harness.agents.claude import full_prompt
+from harness.agents.base import AgentContext, Proposal, Usage, full_prompt
 from harness.caps import Caps
 from harness.config import AgentSettings
 from harness.errors import AgentError, AgentSetupError, AgentTimeout
-from harness.llmlog import LlmLog
+from harness.llmlog import LlmLog, redact
 
 OUTPUT_ALLOWANCE = 8_000  # output tokens one aider run may spend, for the cap estimate
 AIDER_OVERHEAD_CHARS = 12_000  # aider's own system prompt and edit-format examples, for the estimate
@@ -240,14 +239,6 @@ def _stop_group(proc: subprocess.Popen) -> None:
                 pass
 
 
-def _redact_env_secrets(text: str, env: Mapping[str, str]) -> str:
-    """llmlog redacts Anthropic keys; aider may be run with any provider's key."""
-    for name, value in env.items():
-        if value and len(value) >= 8 and name.endswith(("_API_KEY", "_TOKEN", "_SECRET")):
-            text = text.replace(value, "***")
-    return text
-
-
 def _tail(output: str, lines: int = 5) -> str:
     return " | ".join(ln.strip() for ln in output.strip().splitlines()[-lines:] if ln.strip())
 
@@ -292,7 +283,7 @@ class AiderAgent:
             (scratch / "message.md").write_text(prompt, encoding="utf-8")
             cmd = build_command(self.binary, ctx, self.settings, scratch, self.extra_args)
             run = run_aider(cmd, ctx.workdir, env, self.settings.timeout_s)
-            output = _redact_env_secrets(run.output, env)
+            output = redact(run.output, env)  # env: aider's own, which may add keys to ours
             requests, replies = parse_llm_history(_read(scratch / "llm.history"))
             usage, call.note = priced_usage(output, model)
             edits = applied_edits(output)

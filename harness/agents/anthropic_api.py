@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import pricing
-from harness.agents.base import AgentContext, Proposal, Usage
-from harness.agents.claude import describe, full_prompt, system_guidance
+from harness.agents.base import AgentContext, Proposal, Usage, describe, full_prompt, system_guidance
 from harness.agents.edit_tools import TOOLS, EditTools, ToolError
 from harness.caps import Caps
 from harness.config import AgentSettings

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Protocol
+
+MAX_DESCRIPTION = 300  # characters of a proposal's description taken from the model's answer
 
 
 @dataclass(frozen=True)
@@ -75,3 +78,26 @@ class Agent(Protocol):
         at all), CapExceeded (stop cleanly before spending more).
         """
         ...
+
+
+# --- what the LLM backends share ------------------------------------------------------------
+
+
+def system_guidance() -> str:
+    """The system prompt the LLM backends add to every run (harness/prompts/agent_system.md)."""
+    return resources.files("harness.prompts").joinpath("agent_system.md").read_text(encoding="utf-8")
+
+
+def full_prompt(ctx: AgentContext) -> str:
+    """The prompt a backend sends: the rendered prompt, plus why the last edit was rejected."""
+    if not ctx.retry_error:
+        return ctx.prompt
+    return (f"{ctx.prompt}\n\nYour previous edit was rejected: {ctx.retry_error}\n"
+            "Fix that and make the change again.")
+
+
+def describe(text: str) -> str:
+    """The proposal's one-line description: the last non-empty line of the model's final answer."""
+    lines = [ln.strip().strip("*`#> ").strip() for ln in text.splitlines() if ln.strip()]
+    line = lines[-1] if lines else ""
+    return line[:MAX_DESCRIPTION] or "(claude gave no description)"

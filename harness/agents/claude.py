@@ -18,10 +18,9 @@ import shutil
 import signal
 import subprocess
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
-from harness.agents.base import AgentContext, Proposal, Usage
+from harness.agents.base import AgentContext, Proposal, Usage, describe, full_prompt, system_guidance
 from harness.caps import Caps
 from harness.config import AgentSettings
 from harness.errors import AgentError, AgentSetupError, AgentTimeout, CapExceeded
@@ -29,15 +28,10 @@ from harness.llmlog import LlmLog
 
 DEFAULT_MODEL = "sonnet"  # Claude Code's alias for its current Sonnet
 OUTPUT_ALLOWANCE = 16_000  # output tokens one whole run may spend, for the cap estimate
-MAX_DESCRIPTION = 300
 _LOGIN_SIGNS = ("not logged in", "invalid api key", "please run /login", "authentication_failed",
                 "authentication_error", "x-api-key")
 _NOT_FOUND = "claude not found: npm install -g @anthropic-ai/claude-code, or choose --agent offline"
 _NOT_LOGGED_IN = "claude is not logged in: run `claude` once to log in, or set ANTHROPIC_API_KEY"
-
-
-def system_guidance() -> str:
-    return resources.files("harness.prompts").joinpath("agent_system.md").read_text(encoding="utf-8")
 
 
 # --- parsing stream-json (plain code, tested on canned text) ---------------------------------
@@ -124,13 +118,6 @@ def looks_like_login_problem(text: str) -> bool:
     return any(sign in low for sign in _LOGIN_SIGNS)
 
 
-def describe(text: str) -> str:
-    """The proposal's one-line description: the last non-empty line of the final answer."""
-    lines = [ln.strip().strip("*`#> ").strip() for ln in text.splitlines() if ln.strip()]
-    line = lines[-1] if lines else ""
-    return line[:MAX_DESCRIPTION] or "(claude gave no description)"
-
-
 # --- the command line ------------------------------------------------------------------------
 
 
@@ -171,13 +158,6 @@ def build_command(binary: str, ctx: AgentContext, settings: AgentSettings, budge
     if not archive.is_relative_to(ctx.workdir.resolve()):
         cmd += ["--add-dir", str(archive)]
     return cmd
-
-
-def full_prompt(ctx: AgentContext) -> str:
-    if not ctx.retry_error:
-        return ctx.prompt
-    return (f"{ctx.prompt}\n\nYour previous edit was rejected: {ctx.retry_error}\n"
-            "Fix that and make the change again.")
 
 
 # --- the backend -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ choosing the live or plain view."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import sys
@@ -36,6 +37,12 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+                raise
+            click.echo(f"error: cannot write {e.filename or ''}: {e.strerror}", err=True)
+            click.echo("  -> free disk space or fix the folder's permissions, then run the command again", err=True)
+            sys.exit(3)
 
     return wrapper
 

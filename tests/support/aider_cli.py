@@ -11,6 +11,7 @@ Cache dir: `$HARNESS_TEST_CACHE` if set, else `<repo>/.cache` (gitignored).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -18,9 +19,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 AIDER_VERSION = os.environ.get("HARNESS_TEST_AIDER_VERSION", "0.86.2")
 INSTALL_TIMEOUT_S = 900.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEAD_PROXY = "http://127.0.0.1:9"  # nothing listens: a call to the internet fails at once
 
 
 class AiderInstallError(RuntimeError):
@@ -54,6 +58,43 @@ def ensure_aider(cache: Path | None = None, version: str = AIDER_VERSION) -> Aid
             raise AiderInstallError(f"pip installed aider-chat=={version} but {binary} is missing")
         stamp.write_text(version, encoding="utf-8")
         return AiderInstall(binary, version, time.monotonic() - started)
+
+
+def require_aider() -> str:
+    """The cached aider binary for a test, or a loud skip saying why it could not be had (a
+    failure instead when HARNESS_REQUIRE_AIDER is set, as in CI)."""
+    try:
+        return str(ensure_aider().binary)
+    except AiderInstallError as e:
+        message = f"LOUD SKIP: the real aider CLI (aider-chat) could not be installed: {e}"
+        if os.environ.get("HARNESS_REQUIRE_AIDER"):
+            pytest.fail(message)
+        print(message, file=sys.stderr)
+        pytest.skip(message)
+
+
+def offline_env(base_url: str) -> dict[str, str]:
+    """aider and litellm pointed at an OpenAI-compatible stand-in, and a dead proxy for
+    everything else: a call to the internet fails at once (and aider's output shows it) instead
+    of quietly succeeding on a machine with network."""
+    return {
+        "OPENAI_API_BASE": base_url,
+        "OPENAI_API_KEY": "dummy-key-for-the-fake-server",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "AIDER_CHECK_UPDATE": "false",
+        "HTTP_PROXY": DEAD_PROXY, "HTTPS_PROXY": DEAD_PROXY, "http_proxy": DEAD_PROXY, "https_proxy": DEAD_PROXY,
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+    }
+
+
+def write_model_metadata(path: Path, model: str) -> Path:
+    """Context size and prices for a fake model (aider's --model-metadata-file), so aider neither
+    fetches litellm's price list nor warns about an unknown model; the prices make it print a cost."""
+    path.write_text(json.dumps({model: {
+        "max_tokens": 4096, "max_input_tokens": 32000, "max_output_tokens": 4096,
+        "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
+        "litellm_provider": "openai", "mode": "chat"}}))
+    return path
 
 
 def _stamp_ok(stamp: Path, binary: Path, version: str) -> bool:

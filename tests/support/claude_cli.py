@@ -15,14 +15,19 @@ import fcntl
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 CLAUDE_VERSION = os.environ.get("HARNESS_TEST_CLAUDE_VERSION", "2.1.197")
 INSTALL_TIMEOUT_S = 600.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "@anthropic-ai/claude-code"
+# Every test run of Claude Code: no telemetry, update checks or other traffic of its own.
+QUIET_ENV = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
 
 
 class ClaudeInstallError(RuntimeError):
@@ -57,6 +62,16 @@ def ensure_claude(cache: Path | None = None, version: str = CLAUDE_VERSION) -> C
             raise ClaudeInstallError(f"npm installed {PACKAGE}@{version} but {binary} --version does not run")
         stamp.write_text(version, encoding="utf-8")
         return ClaudeInstall(binary, version, time.monotonic() - started)
+
+
+def require_claude() -> str:
+    """The cached `claude` binary for a test, or a loud skip saying why it could not be had."""
+    try:
+        return str(ensure_claude().binary)
+    except ClaudeInstallError as e:
+        message = f"LOUD SKIP: the real Claude Code CLI could not be installed: {e}"
+        print(message, file=sys.stderr)
+        pytest.skip(message)
 
 
 def _works(stamp: Path, binary: Path, version: str) -> bool:
