@@ -9,7 +9,6 @@ import time
 
 T_START = time.time()  # total_seconds counts from here (imports included)
 
-import ctypes  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -74,7 +73,7 @@ LOGIT_SOFTCAP = 15.0         # logits = cap * tanh(logits / cap)
 ROPE_BASE = 10000.0          # rotary embedding base
 AUTOCAST_BF16 = False        # bf16 autocast (fp32 is ~15x faster on this CPU)
 COMPILE = False              # torch.compile the model
-UNCHARGED_STEPS = 1          # first steps (warm-up / compile) not charged to the budget
+UNCHARGED_STEPS = 1          # first steps (warm-up / compile) not charged to the budget  (harness: fixed)
 
 if device_type == "cuda":  # the ~50M-parameter reference-class setup (karpathy/autoresearch)
     DEPTH = 8
@@ -350,25 +349,11 @@ def git_commit():
         return None
 
 
-def keep_freed_memory_mapped():
-    """glibc hands big freed blocks (the (B, T, V) logits, ~100 MB each) back to the OS and the
-    next step page-faults them in again: ~400k faults and ~1 s of kernel time per step measured
-    here. Serving every block from the heap and never trimming it keeps that memory mapped."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return  # not glibc (macOS, musl): leave the allocator alone
-    libc.mallopt(-4, 0)  # M_MMAP_MAX: no block gets its own mmap
-    libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
-
-
 def finite_or_none(x):
     return x if math.isfinite(x) else None  # JSON has no NaN/inf
 
 
 tokenizer = Tokenizer.load()  # exits 2 with one line if prepare.py has not run
-if device_type == "cpu" and sys.platform == "linux":
-    keep_freed_memory_mapped()
 if os.environ.get("OMP_NUM_THREADS"):  # the harness splits CPU threads between workers
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 torch.manual_seed(SEED)

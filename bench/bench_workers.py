@@ -97,10 +97,11 @@ def make_repo(args, tmp: Path) -> tuple[Path, dict[str, str], str]:
         step = "sed -i \"s/^Y = [^ ]*/Y = 0.$HARNESS_EXPERIMENT/\" model.py\necho \"set Y=0.$HARNESS_EXPERIMENT\""
     else:
         repo = make_research_repo(tmp / "repo")
-        env = clean_env(**prepare_tiny(tmp / "cache"))
-        # a smaller learning rate each time: a real change, and with this budget a worse one
-        step = ("sed -i -E \"s/^(MATRIX_LR *= *)[0-9.e-]+/\\1 0.00$HARNESS_EXPERIMENT/\" train.py\n"
-                "echo \"MATRIX_LR = 0.00$HARNESS_EXPERIMENT\"")
+        # the baseline too trains on one thread, as every run of both configurations does
+        env = clean_env(OMP_NUM_THREADS="1", **prepare_tiny(tmp / "cache"))
+        # a learning rate ~1000x too small: a real change with the same compute, always worse
+        step = ("sed -i -E \"s/^(MATRIX_LR *= *)[0-9.e-]+/\\1 0.0000$HARNESS_EXPERIMENT/\" train.py\n"
+                "echo \"MATRIX_LR = 0.0000$HARNESS_EXPERIMENT\"")
     agent = scripted_agent(tmp / "agent", [step])
     budget = [] if args.target == "toy" else ["--budget", str(args.budget)]
     init = subprocess.run([str(HARNESS), "init", "--tag", "bench", "-q", "--baseline-runs", "1", *budget],
