@@ -2,8 +2,9 @@
 out what happened to it, compare it with the best and the previous run, and write analysis.md,
 analysis.json and plots into its folder. Bad run data never raises: what is readable is used.
 
-Reading the files is harness/run_files.py, classifying a failure harness/failures.py, writing
-analysis.md harness/analysis_md.py; their public names are re-exported here.
+Parts of it live next door: reading a run's files in harness/run_files.py, classifying a failure
+in harness/failures.py, writing analysis.md/analysis.json in harness/analysis_md.py. The reading
+and failure functions stay importable from here (lab.py and the tests import them so).
 """
 
 from __future__ import annotations

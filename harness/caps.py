@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness import pricing
 from harness.errors import CapExceeded
-from harness.llmlog import CallFilter, read_calls
+from harness.llmlog import CallFilter, read_calls, stats
 
 
 def usd(value: float) -> str:
@@ -36,11 +36,8 @@ class Caps:
     ) -> Caps:
         """A tracker that already counts the calls this session logged (e.g. before a restart)."""
         caps = cls(max_cost, max_tokens)
-        for call in read_calls(log_path, CallFilter(session=session)):
-            caps.add(
-                float(call.get("cost_usd") or 0),
-                int(call.get("tokens_in") or 0) + int(call.get("tokens_out") or 0),
-            )
+        spent = stats(read_calls(log_path, CallFilter(session=session)))
+        caps.add(spent.cost_usd, spent.tokens_in + spent.tokens_out)
         return caps
 
     def check_before(self, estimated_cost: float, estimated_tokens: int) -> None:

@@ -108,12 +108,7 @@ def infer_direction(rows: tuple[Row, ...], default: str) -> str:
 
 def ledger_metric(path: Path) -> str | None:
     """The metric name: column 2 of results.tsv's header (not always val_bpb)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            cols = f.readline().rstrip("\n").split("\t")
-    except OSError:
-        return None
-    return cols[1] if len(cols) > 1 and cols[0] == "commit" else None
+    return Ledger(path).metric_column()
 
 
 def _read(path: Path) -> str:

@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.research import git, harness, harness_env, scripted_agent
 
 from harness.ledger import Ledger
-from support.research import git, harness, harness_env, scripted_agent
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

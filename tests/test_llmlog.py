@@ -125,8 +125,10 @@ def test_stats(log):
 def test_caps_seed_from_the_session_in_the_log(log):
     fill(log)
     LlmLog(log.path, session="s2")  # another session's calls do not count
+    with open(log.path, "a") as f:  # a hand-edited line with a value that is not a number counts as 0
+        f.write(json.dumps({"session": "s1", "tokens_in": "abc", "cost_usd": None}) + "\n")
     caps = Caps.from_log(log.path, "s1", max_cost=0.70)
-    assert caps.spent_cost == pytest.approx(0.61)
+    assert caps.spent_cost == pytest.approx(0.61) and caps.spent_tokens == 8400
     with pytest.raises(CapExceeded, match=r"--max-cost \$0.70 \(spent \$0.61, next ≈ \$0.10\)"):
         caps.check_before(0.10, 1000)
     caps.check_before(0.05, 1000)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.research import git, harness, harness_env, make_research_repo
 
 from harness.ledger import Ledger
-from support.research import git, harness, harness_env, make_research_repo
 
 
 @pytest.mark.slow

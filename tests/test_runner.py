@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.faults import alive
 
 from harness import runner
 from harness.errors import FatalError
@@ -36,18 +37,6 @@ if mode == "exit":
 time.sleep(1000)
 """
 
-
-def alive(pid: int) -> bool:
-    """True if pid runs (a zombie waiting for a reaper counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def wait_for(path: Path, timeout: float = 20.0) -> None:

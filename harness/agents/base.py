@@ -1,4 +1,5 @@
-"""The one interface every agent backend implements, and what it is given and returns."""
+"""The one interface every agent backend implements, what it is given and returns, and the few
+helpers the LLM backends share (system prompt, retry note, one-line description)."""
 
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ def system_guidance() -> str:
 
 def full_prompt(ctx: AgentContext) -> str:
     """The prompt a backend sends: the rendered prompt, plus why the last edit was rejected."""
-    if not ctx.retry_error:
+    if not ctx.retry_error or ctx.retry_error in ctx.prompt:  # harness/context.py already said it
         return ctx.prompt
     return (f"{ctx.prompt}\n\nYour previous edit was rejected: {ctx.retry_error}\n"
             "Fix that and make the change again.")
