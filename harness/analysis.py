@@ -466,12 +466,14 @@ def analyze_run(
     status: str | None = None,
     failure: str | None = None,
     plots: bool = True,
+    code_file: str = "train.py",
 ) -> Analysis:
     """Analyse one run folder; write analysis.md, analysis.json and (if `plots`) PNGs into it.
 
     `value`, `status` and `failure` are what the harness decided (it trusts only a receipted
     value); without a status, the value and any failure are read from the folder. Bad or missing run data never raises: what
     could not be read is listed under `problems`. Only failing to write into run_dir raises.
+    `code_file` is the (first) editable file, whose snapshots in the run folders are diffed.
     """
     started = time.perf_counter()
     run_path = Path(run_dir)
@@ -500,7 +502,7 @@ def analyze_run(
     changes: tuple[ConfigChange, ...] | None = None
     if best and best.config and this.config:  # a missing config is not "every knob removed"
         changes = _guarded(lambda: config_diff(best.config, this.config), None, problems, "config diff")
-    diff = code_diff(Path(best_dir) / "train.py", run_path / "train.py") if best and best_dir else None
+    diff = code_diff(Path(best_dir) / code_file, run_path / code_file) if best and best_dir else None
     pngs: tuple[str, ...] = ()
     if plots:
         try:

@@ -1,10 +1,13 @@
 """The one configuration place: the target (file, command, metric, direction), noise, limits,
-agent. Values come from defaults < `[tool.harness]` in pyproject.toml or `harness.toml` <
-environment / command-line options (click passes those in as `overrides`)."""
+agent. Values come from defaults < the target `harness init` recorded (the archive's meta.json)
+< `[tool.harness]` in pyproject.toml or `harness.toml` < environment / command-line options
+(click passes those in as `overrides`). Every key is listed in docs/targets.md."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -16,6 +19,11 @@ from harness.errors import ConfigError
 ARCHIVE_DIR = ".auto-log-research"
 READERS = ("summary", "regex", "json", "pytest", "coverage")
 DIRECTIONS = ("min", "max")
+DEFAULT_IMMUTABLE = ("prepare.py", "analyze.py")  # the default target's fixed evaluation
+# What `harness init` records of the target; all but `editable` decide what a number means, so a
+# later change of them would compare values measured two ways.
+RECORDED = ("editable", "run_command", "metric", "direction", "reader", "pattern", "immutable")
+MEASUREMENT = tuple(k for k in RECORDED if k != "editable")
 
 
 @dataclass(frozen=True)
@@ -28,13 +36,27 @@ class Target:
     direction: str = "min"
     reader: str = "summary"  # how to read the metric from a run: see harness/metric.py
     pattern: str | None = None  # regex (reader=regex) or "file.json:key.path" (reader=json)
-    immutable: tuple[str, ...] = ("prepare.py", "analyze.py")
+    immutable: tuple[str, ...] | None = None  # None: prepare.py, analyze.py (default target) or none
     budget: float = 300.0  # seconds of training (the run's own wall clock for other commands)
     description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.immutable is None:  # the default target's evaluation files are not another's
+            object.__setattr__(self, "immutable", DEFAULT_IMMUTABLE if self.is_default else ())
 
     @property
     def is_default(self) -> bool:
         return self.run_command is None
+
+    @property
+    def better_word(self) -> str:
+        """"lower is better" or "higher is better"."""
+        return "lower is better" if self.direction == "min" else "higher is better"
+
+    def record(self) -> dict[str, Any]:
+        """The target as `harness init` stores it in meta.json (JSON types)."""
+        out = {k: getattr(self, k) for k in RECORDED}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     def better(self, a: float, b: float) -> bool:
         """True if value a is better than value b in this target's direction."""
@@ -69,9 +91,10 @@ class AgentSettings:
     summary_model: str | None = None  # cheaper model for notes and summaries
     max_turns: int = 30
     timeout_s: float = 900.0
-    max_cost: float | None = None  # USD per loop invocation
-    max_tokens: int | None = None  # tokens per loop invocation
+    max_cost: float | None = None  # USD per night (a caps session: harness/caps.py)
+    max_tokens: int | None = None  # tokens per night
     allow_shell: bool = False
+    backoff_s: float = 5.0  # first pause after a transient agent error (doubles, at most 5 min)
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,8 @@ class Config:
     workers: int = 1
     executor: str = "local"
     ray_address: str | None = None
+    gpus_per_worker: float | None = None  # None: 1 where there are GPUs, else 0 (CPU threads)
+    threads_per_worker: int | None = None  # None: the CPU cores // workers
 
     @property
     def archive_dir(self) -> Path:
@@ -111,12 +136,15 @@ _KEYS: dict[str, tuple[str | None, str]] = {
     "max_cost": ("agent", "max_cost"),
     "max_tokens": ("agent", "max_tokens"),
     "allow_shell": ("agent", "allow_shell"),
+    "agent_backoff": ("agent", "backoff_s"),
     "archive_dir": (None, "archive_dir_name"),
     "branch_prefix": (None, "branch_prefix"),
     "max_consecutive_failures": (None, "max_consecutive_failures"),
     "workers": (None, "workers"),
     "executor": (None, "executor"),
     "ray_address": (None, "ray_address"),
+    "gpus_per_worker": (None, "gpus_per_worker"),
+    "threads_per_worker": (None, "threads_per_worker"),
 }
 
 
@@ -129,7 +157,7 @@ def read_file_config(root: Path) -> tuple[dict[str, Any], Path | None]:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix the file") from e
+            raise ConfigError(f"{path} is not valid TOML: {e}") from e
         for key in table or ():
             data = data.get(key, {}) if isinstance(data, dict) else {}
         if data:
@@ -137,16 +165,34 @@ def read_file_config(root: Path) -> tuple[dict[str, Any], Path | None]:
     return {}, None
 
 
+def recorded_target(root: Path, archive_dir_name: str) -> dict[str, Any]:
+    """The target `harness init` recorded in the archive's meta.json ({} if none)."""
+    try:
+        meta = json.loads((root / archive_dir_name / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    target = meta.get("target") if isinstance(meta, dict) else None
+    return {k: v for k, v in target.items() if k in RECORDED} if isinstance(target, dict) else {}
+
+
 def load_config(root: Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Build the Config for the repository at `root`; overrides (non-None values) win."""
+    """Build the Config for the repository at `root`; overrides (non-None values) win.
+
+    The target recorded by `harness init` fills in what neither the file nor the options set
+    (so `harness init --metric x` needs no repeating later); a file or option that contradicts
+    it in how the metric is measured is refused (see `target_change`)."""
     root = Path(root).resolve()
     file_values, source = read_file_config(root)
-    values = {**file_values, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    given = {**file_values, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    recorded = recorded_target(root, str(given.get("archive_dir", ARCHIVE_DIR)))
+    values = {**{k: v for k, v in recorded.items() if v is not None}, **given}
     sections: dict[str | None, dict[str, Any]] = {None: {}, "target": {}, "noise": {}, "limits": {}, "agent": {}}
     for key, value in values.items():
         if key not in _KEYS:
             where = f" in {source}" if source and key in file_values else ""
-            raise ConfigError(f"unknown setting {key!r}{where}", hint=f"known settings: {', '.join(sorted(_KEYS))}")
+            close = difflib.get_close_matches(key, _KEYS, n=1)
+            guess = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"unknown setting {key!r}{where}: {guess}every key is listed in docs/targets.md")
         section, name = _KEYS[key]
         sections[section][name] = value
     try:
@@ -161,7 +207,33 @@ def load_config(root: Path, overrides: dict[str, Any] | None = None) -> Config:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad setting: {e}") from e
     validate(cfg)
+    change = target_change(recorded, cfg.target)
+    if change:
+        raise ConfigError(f"{change}, so its values would not compare: move {cfg.archive_dir_name}/ aside and "
+                          "`harness init --tag <new>` to measure this way")
     return cfg
+
+
+def target_change(recorded: dict[str, Any], target: Target) -> str | None:
+    """How `target` measures differently from the recorded one, in words, or None."""
+    now = target.record()
+    for key in MEASUREMENT:
+        if key in recorded and _same_setting(recorded[key]) != _same_setting(now[key]):
+            was, is_ = _show(recorded[key]), _show(now[key])
+            return f"this research was started with {key} {was}, but the config now says {is_}"
+    return None
+
+
+def _same_setting(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "unset (the default)"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(value) + "]" if value else "none"
+    return repr(value)
 
 
 def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
@@ -185,28 +257,33 @@ def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 def validate(cfg: Config) -> None:
     t = cfg.target
     if t.direction not in DIRECTIONS:
-        raise ConfigError(f"unknown direction {t.direction!r}", hint="use 'min' (lower is better) or 'max'")
+        raise ConfigError(f"unknown direction {t.direction!r}: use 'min' (lower is better) or 'max' (higher is better)")
     if t.reader not in READERS:
-        raise ConfigError(f"unknown metric reader {t.reader!r}", hint=f"use one of: {', '.join(READERS)}")
+        raise ConfigError(f"unknown metric reader {t.reader!r}: use one of {', '.join(READERS)}")
     if t.reader in ("regex", "json") and not t.pattern:
-        raise ConfigError(f"reader {t.reader!r} needs a pattern", hint="set `pattern` in [tool.harness]")
+        example = "'score=([0-9.]+)'" if t.reader == "regex" else "'results.json:metrics.score'"
+        raise ConfigError(f"reader {t.reader!r} needs a pattern: set `pattern`, e.g. {example}")
     if t.reader == "regex":
         try:
             re.compile(t.pattern or "")
         except re.error as e:
             raise ConfigError(f"the metric pattern {t.pattern!r} is not a valid regex: {e}") from e
     if t.budget <= 0:
-        raise ConfigError(f"budget must be positive, got {t.budget:g}", hint="e.g. --budget 300")
+        raise ConfigError(f"budget must be positive, got {t.budget:g} (e.g. budget = 300)")
     if not t.editable:
-        raise ConfigError("no editable file configured", hint="set `editable = [\"train.py\"]`")
-    both = set(t.editable) & set(t.immutable)
+        raise ConfigError('no editable file configured: set `editable = ["train.py"]`')
+    both = set(t.editable) & set(t.immutable or ())
     if both:
-        raise ConfigError(f"{', '.join(sorted(both))} is both editable and immutable", hint="choose one")
+        raise ConfigError(f"{', '.join(sorted(both))} is both editable and immutable: list it in one of the two")
     if cfg.noise.baseline_runs < 1:
         raise ConfigError("baseline_runs must be at least 1")
     if cfg.noise.z < 0 or cfg.noise.min_delta < 0:
         raise ConfigError("z and min_delta must not be negative")
     if cfg.workers < 1:
         raise ConfigError("workers must be at least 1")
+    if cfg.gpus_per_worker is not None and cfg.gpus_per_worker < 0:
+        raise ConfigError(f"gpus_per_worker must not be negative, got {cfg.gpus_per_worker:g}")
+    if cfg.threads_per_worker is not None and cfg.threads_per_worker < 1:
+        raise ConfigError(f"threads_per_worker must be at least 1, got {cfg.threads_per_worker}")
     if cfg.agent.max_cost is not None and cfg.agent.max_cost < 0:
         raise ConfigError("max_cost must not be negative")

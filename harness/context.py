@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from harness.agents.base import AgentContext, TargetInfo
+from harness.agents.base import AgentContext, TargetInfo, guidance_section
 from harness.config import Config
 from harness.ledger import Row
 
@@ -46,13 +46,41 @@ def history_table(rows: list[Row], metric: str) -> str:
 
 def target_info(cfg: Config) -> TargetInfo:
     t = cfg.target
+    word = "lower" if t.direction == "min" else "higher"
     text = t.description or (
         "Train the small GPT in train.py to the lowest validation bits per byte (val_bpb, computed by"
         " prepare.py's fixed evaluate_bpb) within a fixed wall-clock training budget of"
         f" {t.budget:g} s. Anything in train.py may change: architecture, optimizer, schedules,"
         " batch size, model size. prepare.py (data, tokenizer, evaluation) is fixed."
-        if t.is_default else f"Improve `{t.metric}` as measured by `{t.run_command}`.")
-    return TargetInfo(editable=t.editable, metric=t.metric, direction=t.direction, description=text)
+        if t.is_default else
+        f"Make `{t.metric}` {word} ({t.better_word}) by editing {', '.join(t.editable)}; it is measured"
+        f" by `{t.run_command}`.")
+    return TargetInfo(editable=t.editable, metric=t.metric, direction=t.direction, description=text,
+                      immutable=tuple(t.immutable or ()), budget=t.budget)
+
+
+def target_lines(cfg: Config) -> dict[str, str]:
+    """The parts of propose.md that depend on the target: nothing GPT-specific for another one."""
+    t = cfg.target
+    fixed = ", ".join(f"`{name}`" for name in t.immutable or ())
+    if t.is_default:
+        budget = (f"Each run trains for a fixed {t.budget:g} s of wall clock (compilation and evaluation"
+                  " are not charged); a bigger model gets fewer steps, not more time.")
+        seed, run_what, example = "seed", "the training", "Raise MATRIX_LR 0.04 -> 0.06: loss still falling fast at the end"
+    else:
+        budget = (f"Each run (`{t.run_command}`) gets {t.budget:g} s (plus {cfg.limits.grace_s:g} s of grace);"
+                  " a run that takes longer is stopped and counts as a crash.")
+        seed, run_what, example = "run", f"`{t.run_command}`", "<what you changed>: <why you expect it to help>"
+    return {
+        "role": "an autonomous ML researcher" if t.is_default else "an autonomous researcher",
+        "better": t.better_word,
+        "budget_line": budget,
+        "confirm_clause": f", and it is then confirmed with a second {seed}" if cfg.noise.confirm else "",
+        "fixed_line": (f"- Never edit {fixed}: {'they are' if len(t.immutable or ()) > 1 else 'it is'} the fixed"
+                       " measurement.\n") if fixed else "",
+        "run_what": run_what,
+        "example": example,
+    }
 
 
 def build_context(
@@ -76,10 +104,10 @@ def build_context(
     flight = ("\nOther workers are already testing these ideas; propose something different:\n"
               + "\n".join(f"- {d}" for d in in_flight) + "\n") if in_flight else ""
     prompt = Template(load_prompt("propose.md")).safe_substitute(
+        **target_lines(cfg),
         target_description=target.description,
         editable=", ".join(target.editable),
         metric=target.metric,
-        direction_word="lower" if target.direction == "min" else "higher",
         best_value="none yet" if best is None or best.value is None else f"{best.value:.6f}",
         best_commit=best.short if best else "-",
         margin=f"{margin:.4f}",
@@ -94,6 +122,7 @@ def build_context(
         ideas=_clip(_read(archive / "ideas_queue.md")),
         files=files,
     )
+    prompt += guidance_section(cfg.root)  # program.md's research guidance, if it marks any
     return AgentContext(
         workdir=workdir,
         archive_dir=archive,

@@ -34,11 +34,22 @@ class FatalError(HarnessError):
 
 
 class AgentError(HarnessError):
-    """The agent failed this experiment: recorded, and the loop goes on."""
+    """The agent failed this experiment: recorded, and the loop goes on.
+
+    `transient` marks failures that may pass by themselves (a timeout, rate limits, an overloaded
+    or unreachable API): the loop backs off and goes on instead of counting them as the same
+    error repeating."""
+
+    def __init__(self, message: str, hint: str | None = None, transient: bool = False):
+        super().__init__(message, hint)
+        self.transient = transient
 
 
 class AgentTimeout(AgentError):
     """The agent ran past its timeout and was stopped."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message, hint, transient=True)
 
 
 class AgentSetupError(UsageError):

@@ -8,6 +8,7 @@ editable set are restored, and the edit itself must exist, be text and (for Pyth
 from __future__ import annotations
 
 import ast
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ class Snapshot:
     branch: str | None
     refs: dict[str, str]
     untracked: frozenset[str]
+    stashes: tuple[str, ...] = ()  # the user's stash entries (refs/stash keeps only the top one)
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,12 @@ class Inspection:
 
 def snapshot(repo: Repo, exclude: tuple[str, ...]) -> Snapshot:
     untracked = frozenset(c.path for c in repo.changes(exclude) if c.untracked)
-    return Snapshot(repo.head(), repo.branch(), repo.refs(), untracked)
+    return Snapshot(repo.head(), repo.branch(), repo.refs(), untracked, _stashes(repo))
+
+
+def _stashes(repo: Repo) -> tuple[str, ...]:
+    out = repo.git.execute(["git", "stash", "list", "--format=%H"], with_exceptions=False)
+    return tuple(out.split()) if out else ()
 
 
 def undo_git_operations(repo: Repo, before: Snapshot) -> list[str]:
@@ -58,13 +65,21 @@ def undo_git_operations(repo: Repo, before: Snapshot) -> list[str]:
     if repo.head() != before.head:
         repo.git.execute(["git", "reset", "-q", "--soft", before.head])
         problems.append("the agent moved HEAD (put back)")
+    lost = [sha for sha in before.stashes if sha not in _stashes(repo)]
+    for sha in reversed(lost):  # oldest first, so `git stash list` keeps its order
+        repo.git.execute(["git", "stash", "store", "-m", "restored by auto-log-research", sha], with_exceptions=False)
+    if lost:
+        problems.append(f"the agent dropped {len(lost)} stash entr{'y' if len(lost) == 1 else 'ies'} (restored)")
     if problems:
         # The index may hold the agent's own commit or reset; the files stay as they are.
         repo.git.execute(["git", "reset", "-q"], with_exceptions=False)
     return problems
 
 
-def inspect(repo: Repo, before: Snapshot, editable: tuple[str, ...], exclude: tuple[str, ...]) -> Inspection:
+def inspect(repo: Repo, before: Snapshot, editable: tuple[str, ...], exclude: tuple[str, ...],
+            keep: Path | None = None) -> Inspection:
+    """What the agent did, with its forbidden changes undone. With `keep`, whatever is undone
+    (a changed file, a created one) is first copied there: it may have been the user's."""
     problems = undo_git_operations(repo, before)
     changes = repo.changes(exclude)
     forbidden_tracked, forbidden_new, changed = [], [], []
@@ -76,6 +91,11 @@ def inspect(repo: Repo, before: Snapshot, editable: tuple[str, ...], exclude: tu
                 forbidden_new.append(c.path)
         else:
             forbidden_tracked.append(c.path)
+    if keep is not None and (forbidden_tracked or forbidden_new):
+        for path in (*forbidden_tracked, *forbidden_new):
+            _keep_copy(repo.root / path, keep / path)
+    kept_note = (f"copies of what was undone are in {keep.relative_to(repo.root) if keep.is_relative_to(repo.root) else keep}"
+                 if keep is not None and (forbidden_tracked or forbidden_new) else None)
     if forbidden_tracked:
         repo.restore(before.head, forbidden_tracked)
         problems.append(f"changed files it may not touch: {', '.join(forbidden_tracked)} (restored)")
@@ -83,6 +103,8 @@ def inspect(repo: Repo, before: Snapshot, editable: tuple[str, ...], exclude: tu
         (repo.root / path).unlink(missing_ok=True)
     if forbidden_new:
         problems.append(f"created files it may not create: {', '.join(forbidden_new)} (removed)")
+    if kept_note:
+        problems.append(kept_note)
     if problems:
         if changed:
             repo.restore(before.head, [c.path for c in changed if not c.untracked])
@@ -94,6 +116,12 @@ def inspect(repo: Repo, before: Snapshot, editable: tuple[str, ...], exclude: tu
         if problem:
             return Inspection("invalid", tuple(x.path for x in changed), (problem,))
     return Inspection("ok", tuple(c.path for c in changed), ())
+
+
+def _keep_copy(src: Path, dst: Path) -> None:
+    if src.is_file():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
 
 
 def check_file(path: Path, *, deleted: bool = False) -> str | None:

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic
-from harness.errors import FatalError
+from harness.errors import FatalError, UsageError
 
 MANIFEST_VERSION = 1
+MANIFEST_NAME = "manifest.json"  # in the archive: the evaluation as `harness init` measured it
 RECEIPT_ENV = "ALR_EVAL_RECEIPT"
 RECEIPT_KEY_ENV = "ALR_EVAL_RECEIPT_KEY"
 RECEIPT_NAME = "eval_receipt.jsonl"
@@ -132,6 +133,30 @@ class Manifest:
             ) from e
 
 
+def check_same_evaluation(saved: Manifest, now: Manifest, immutable: tuple[str, ...], archive_name: str) -> None:
+    """Refuse to go on if the evaluation (immutable files, prepared data) is not the one the
+    research started with. harness/ itself may change (an upgrade): it is not the measurement."""
+    fixed = _norm(list(immutable))
+
+    def evaluation(files: dict[str, str]) -> dict[str, str]:
+        return {p: h for p, h in files.items() if any(p == f or p.startswith(f + "/") for f in fixed)}
+
+    before, after = evaluation(saved.files), evaluation(now.files)
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    if changed:
+        names = " ".join(changed[:5])
+        base = (saved.base_commit or "HEAD")[:10]
+        raise UsageError(f"{names} changed since `harness init` measured the baseline (the evaluation is fixed)",
+                         hint=f"put it back with `git checkout {base} -- {names}`, or start new research: move "
+                              f"{archive_name}/ aside and `harness init --tag NEW`")
+    if saved.cache != now.cache:
+        gone = sorted(set(saved.cache) - set(now.cache))
+        what = f"{Path(gone[0]).parent} is not where it was" if gone else "its contents changed"
+        raise FatalError(f"the prepared data is not the data the baseline was measured on ({what})",
+                         hint="use the ALR_CACHE_DIR and ALR_DATASET of `harness init` (or re-run `python "
+                              "prepare.py`, which rebuilds the same files)")
+
+
 def verify(manifest: Manifest, root: Path) -> list[Violation]:
     """Every immutable file that was modified, deleted or added since `manifest` was captured."""
     root = Path(root).resolve()
@@ -219,8 +244,10 @@ def verify_receipt(line: str, key: str) -> dict | None:
     return data if hmac.compare_digest(mac, _mac(data, key)) else None
 
 
-def check_metric(reported: float | None, receipt_path: Path, key: str) -> TrustVerdict:
-    """Trust `reported` only if a validly signed receipt in `receipt_path` carries the same value."""
+def check_metric(reported: float | None, receipt_path: Path, key: str, expect: dict | None = None) -> TrustVerdict:
+    """Trust `reported` only if a validly signed receipt in `receipt_path` carries the same value,
+    and (with `expect`) came from evaluating the expected dataset on all its validation tokens,
+    not from evaluate_bpb called on some other, easier data."""
     try:
         lines = Path(receipt_path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -233,6 +260,11 @@ def check_metric(reported: float | None, receipt_path: Path, key: str) -> TrustV
         if fields is None:
             return TrustVerdict(False, "evaluation receipt has a bad signature (tampered or forged)", None)
         value = fields.get(METRIC_FIELD)
+        wrong = [k for k, v in (expect or {}).items() if fields.get(k) != v]
+        if wrong:
+            return TrustVerdict(False, "evaluate_bpb ran on other data than the fixed evaluation ("
+                                + ", ".join(f"{k} {fields.get(k)!r}, expected {expect[k]!r}" for k in wrong) + ")",
+                                None)
         if isinstance(value, int | float) and not isinstance(value, bool):
             values.append(float(value))
     if not values:

@@ -1,8 +1,11 @@
-"""The agent-tunable knobs of a Python file: module-level `UPPER_CASE = <number>` assignments.
+"""The agent-tunable knobs of a file: `UPPER_CASE = <number>` settings.
 
-Found with `ast` (so strings, comments and nested code never confuse it), with the line and the
-exact source span of each value, so `set_knob` can change one value and leave every other byte of
-the file, comments and alignment included, as it was.
+In a Python file (`python=True`): module-level assignments, found with `ast` (so strings,
+comments and nested code never confuse it). In any other file (TOML, INI, YAML, .env-like
+configs): lines that start with the name, then `=` or `:`, then a plain number and at most a
+`#` or `;` comment (`BATCH = 64`, `LR: 3e-4  # why`); indented lines are not knobs. Either way
+each knob has its line and the exact source span of its value, so `set_knob` can change one value
+and leave every other byte of the file, comments and alignment included, as it was.
 
 A line may opt out with a `# harness: fixed` comment: the knob is still read (it is part of the
 configuration) but `Knob.fixed` tells agents not to turn it.
@@ -17,6 +20,11 @@ from dataclasses import dataclass
 
 _NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _FIXED = re.compile(r"#.*\bharness:\s*fixed\b")
+_TEXT_FIXED = re.compile(r"[#;].*\bharness:\s*fixed\b")
+_TEXT_KNOB = re.compile(
+    r"^(?P<name>[A-Z][A-Z0-9_]*)[ \t]*[=:][ \t]*"
+    r"(?P<value>[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
+    r"(?P<rest>[ \t]*(?:[#;][^\r\n]*)?)\r?$", re.M)
 _POW2_TEXT = re.compile(r"^\s*2\s*\*\*\s*\d+\s*$")
 _SIG_DIGITS = 4  # floats are written with at most this many significant digits
 
@@ -33,12 +41,20 @@ class Knob:
     fixed: bool = False  # the line says `# harness: fixed`
 
 
-def read_knobs(source: str) -> dict[str, Knob]:
+def is_python(path: str) -> bool:
+    """Are this file's knobs Python assignments (else `KEY = value` lines)?"""
+    return path.endswith((".py", ".pyw"))
+
+
+def read_knobs(source: str, *, python: bool = True) -> dict[str, Knob]:
     """The module-level numeric UPPER_CASE assignments of `source`, in file order.
 
     A name assigned twice keeps its last assignment (the one in effect). Assignments inside
     `if`/`for`/functions are not knobs. Raises SyntaxError if the source does not parse.
+    With python=False, the `KEY = number` lines of a config file instead (never raises).
     """
+    if not python:
+        return _read_text_knobs(source)
     tree = ast.parse(source)
     offsets = _line_offsets(source)
     lines = source.splitlines()
@@ -67,21 +83,52 @@ def read_knobs(source: str) -> dict[str, Knob]:
     return knobs
 
 
-def set_knob(source: str, name: str, value: int | float) -> str:
+def _read_text_knobs(source: str) -> dict[str, Knob]:
+    knobs: dict[str, Knob] = {}
+    for m in _TEXT_KNOB.finditer(source):
+        number = parse_number(m["value"].replace("_", ""))
+        if number is None:
+            continue
+        name = m["name"]
+        knobs.pop(name, None)  # the last setting wins, as in most config readers
+        knobs[name] = Knob(
+            name=name, value=number, lineno=source.count("\n", 0, m.start()) + 1,
+            kind="int" if isinstance(number, int) else "float", text=m["value"],
+            start=m.start("value"), end=m.end("value"), fixed=bool(_TEXT_FIXED.search(m["rest"])),
+        )
+    return knobs
+
+
+def canonical_text(source: str) -> str:
+    """A config file's text with its knob values as numbers and comments, spacing and blank lines
+    dropped: two files that set the same values the same way read the same."""
+    knobs = {k.lineno: k for k in _read_text_knobs(source).values()}
+    lines = []
+    for i, line in enumerate(source.splitlines(), start=1):
+        if i in knobs:
+            lines.append(f"{knobs[i].name}={knobs[i].value!r}")
+        elif line.strip() and not line.lstrip().startswith(("#", ";")):
+            lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def set_knob(source: str, name: str, value: int | float, *, python: bool = True) -> str:
     """`source` with knob `name` set to `value`; only that value's text changes.
 
     The gap before a trailing comment is widened or narrowed so the comment stays in its
     column. Raises KeyError if `name` is not a knob of `source`.
     """
-    knob = read_knobs(source).get(name)
+    knob = read_knobs(source, python=python).get(name)
     if knob is None:
         raise KeyError(f"{name} is not a numeric UPPER_CASE knob of this file")
     new_text = format_value(value, like=knob.text)
+    if not python and "e" in new_text and "." not in new_text:
+        new_text = new_text.replace("e", ".0e")  # YAML reads `3e-4` as a string, `3.0e-4` as a float
     line_end = source.find("\n", knob.end)
     line_end = len(source) if line_end < 0 else line_end
     rest = source[knob.end:line_end]
     gap = len(rest) - len(rest.lstrip(" "))
-    if rest[gap:gap + 1] == "#":
+    if rest[gap:gap + 1] in (("#",) if python else ("#", ";")):
         # keep the comment where it was; never let it touch the value
         min_gap = 2 if gap >= 2 else 1
         gap = max(min_gap, gap - (len(new_text) - len(knob.text)))
@@ -120,9 +167,11 @@ def tidy(value: float) -> float:
     return float(f"{value:.{_SIG_DIGITS}g}")
 
 
-def constraints(source: str) -> list[ast.expr]:
+def constraints(source: str, *, python: bool = True) -> list[ast.expr]:
     """The tests of the module-level `assert` statements (e.g. `assert MODEL_DIM % HEAD_DIM == 0`):
-    the file's own statement of which knob combinations are valid."""
+    the file's own statement of which knob combinations are valid. A config file has none."""
+    if not python:
+        return []
     return [node.test for node in ast.parse(source).body if isinstance(node, ast.Assert)]
 
 

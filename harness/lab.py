@@ -18,17 +18,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import analysis, atomic, integrity, runner
+from harness import analysis, atomic, integrity, run_files, runcheck, runner
 from harness.agents.base import Usage
 from harness.config import Config
 from harness.decide import NoiseFloor, judge, mean, noise_floor
 from harness.errors import FatalError, UsageError
 from harness.events import Event, Reporter, null_reporter
+from harness.executors import run_device
 from harness.ledger import Ledger, Row
 from harness.lock import Lock
 from harness.metric import read_metric
 from harness.notes import Notes
 from harness.repo import Repo, attempt_ref
+from harness.shield import Shield
 
 SEEDS = (0, 1, 2, 3, 4, 5, 6, 7)  # run i of a commit uses SEEDS[i]: candidate and best share seeds
 
@@ -79,6 +81,11 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def run_path() -> str:
+    """The PATH runs get: `python` in a run command means the harness's own interpreter (its venv)."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
 class Lab:
     def __init__(self, cfg: Config, repo: Repo, reporter: Reporter = null_reporter):
         self.cfg = cfg
@@ -89,17 +96,21 @@ class Lab:
         self.notes = Notes(self.archive)
         self.exclude = (cfg.archive_dir_name,)
         self.lock = Lock(self.archive / "lock")
+        self.shield = Shield(self.archive, repo.git_dir / "auto-log-research" / "shield")
         self.stop_event = threading.Event()
         self.executor = LocalRunner()  # how runs are executed: see harness/executors
         self.manifest: integrity.Manifest | None = None
+        self.receipt_expect: dict | None = None  # set by prepared_files(): the dataset and eval tokens
         self._rows: list[Row] | None = None
+        self._rows_lock = threading.Lock()  # workers read rows() while the owner records (parallel.py)
 
     # -- state ------------------------------------------------------------------------------------
 
     def rows(self) -> list[Row]:
-        if self._rows is None:
-            self._rows = self.ledger.rows()
-        return self._rows
+        with self._rows_lock:  # a read that raced a record() must not cache the ledger without its row
+            if self._rows is None:
+                self._rows = self.ledger.rows()
+            return self._rows
 
     def best(self) -> Row | None:
         return next((r for r in reversed(self.rows()) if r.kept), None)
@@ -127,15 +138,15 @@ class Lab:
 
     def check_target_files(self) -> None:
         t = self.cfg.target
-        for name in (*t.editable, *t.immutable):
+        for name in (*t.editable, *(t.immutable or ())):
             if not (self.repo.root / name).is_file():
                 what = "editable" if name in t.editable else "immutable"
-                raise UsageError(f"{name} ({what} in the target) is missing in {self.repo.root}",
-                                 hint="check the target's files in [tool.harness], or restore the file")
+                raise UsageError(f"{name} ({what} in the target) is missing in {self.repo.root}: "
+                                 "fix the target's file list in the config, or restore the file")
         if not t.is_default:
-            first = (t.run_command or "").split()[0] if t.run_command else ""
-            if first and not (shutil.which(first) or (self.repo.root / first).exists()):
-                raise UsageError(f"the run command {first!r} was not found", hint="fix `run_command` in the config")
+            problem = runcheck.check_command(t.run_command or "", self.repo.root, run_path())
+            if problem:
+                raise UsageError(f"{problem}: fix `run_command` in the config")
 
     def prepared_files(self) -> list[Path]:
         """The data/tokenizer cache files prepare.py made (checked for tampering), or a clear error."""
@@ -143,21 +154,36 @@ class Lab:
             return []
         code = ("import json, sys, prepare\n"
                 "ok = prepare.is_prepared()\n"
+                "c = prepare.dataset_config(prepare.DATASET)\n"
+                "print(json.dumps({'dataset': prepare.DATASET, 'tokens': c.eval_tokens // c.max_seq_len * c.max_seq_len})"
+                " if ok else 'null')\n"
                 "print(json.dumps([str(p) for p in prepare.prepared_files()] if ok else None))")
         proc = subprocess.run([sys.executable, "-c", code], cwd=self.repo.root, capture_output=True, text=True,
                               env=runner.scrubbed_env(os.environ) | {"PYTHONPATH": str(self.repo.root)})
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise FatalError(f"prepare.py could not be checked: {tail[0]}", hint="run `python prepare.py`")
-        files = json.loads(proc.stdout.strip().splitlines()[-1])
+        *_, expected, files = [json.loads(line) for line in proc.stdout.strip().splitlines()[-2:]]
+        self.receipt_expect = expected  # what a receipt of this evaluation must say (dataset, tokens)
         if files is None:
             raise UsageError("the data is not prepared", hint="run `python prepare.py` first (once)")
         return [Path(p) for p in files]
 
     def capture_manifest(self) -> None:
+        """Hash the fixed files and the data cache before runs. The first capture (at `harness
+        init`) is kept in the archive: what the baseline was measured with. A later start whose
+        evaluation files or data differ from it is refused, so a change made while no harness was
+        running (or by a run that was then killed) cannot become the trusted state."""
         t = self.cfg.target
         paths = [*t.immutable, "harness"] if (self.repo.root / "harness").is_dir() else list(t.immutable)
-        self.manifest = integrity.Manifest.capture(self.repo.root, paths, self.prepared_files())
+        fresh = integrity.Manifest.capture(self.repo.root, paths, self.prepared_files())
+        saved_path = self.archive / integrity.MANIFEST_NAME
+        if saved_path.exists():
+            integrity.check_same_evaluation(integrity.Manifest.load(saved_path), fresh, t.immutable,
+                                            self.cfg.archive_dir_name)
+        else:
+            fresh.save(saved_path)
+        self.manifest = fresh
 
     # -- running -------------------------------------------------------------------------------------
 
@@ -168,39 +194,41 @@ class Lab:
         cfg, t = self.cfg, self.cfg.target
         workdir = workdir or self.repo.root
         budget = budget or t.budget
-        if self.manifest:
-            self._enforce_integrity(workdir, before=True)
         self._clear_run_outputs(run_dir)
+        if self.manifest and self._enforce_integrity(workdir, before=True):
+            return self._refused_run(run_dir, seed, "violation: files the evaluation depends on were changed "
+                                                    "before the run (restored; not run)")
         receipt_env, key = integrity.new_receipt_env(run_dir)
         env = {"ALR_TIME_BUDGET": f"{budget:g}", "ALR_RUN_DIR": str(run_dir), "ALR_SEED": str(seed),
-               "HARNESS_EXPERIMENT": str(experiment), **receipt_env,
-               # `python` in a run command means the harness's own interpreter (its venv)
-               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-               **(env or {})}
+               "HARNESS_EXPERIMENT": str(experiment), **receipt_env, "PATH": run_path(), **(env or {})}
         spec = runner.RunSpec(
             argv=[sys.executable, t.editable[0]] if t.is_default else None,
             shell_command=None if t.is_default else t.run_command,
             cwd=workdir, out_dir=run_dir, env=env,
             wall_limit_s=budget + cfg.limits.grace_s, memory_mb=cfg.limits.memory_mb,
             output_cap_bytes=int(cfg.limits.output_cap_mb * 2**20), network=cfg.limits.network,
+            home=self.archive / "run-home",
         )
         self.emit("phase", experiment=experiment, phase="training", metrics_path=str(run_dir / "metrics.jsonl"),
                   budget=budget, seed=seed, worker=worker)
+        started = time.time()  # a metric file older than this is a previous run's
         outcome = self.executor.run(
             spec, on_line=lambda line: self.emit("run_line", experiment=experiment, line=line, worker=worker),
             stop_event=self.stop_event)
         atomic.write_text(run_dir / "outcome.json", json.dumps({
             "returncode": outcome.returncode, "signal": outcome.signal, "timed_out": outcome.timed_out,
             "oom": outcome.oom, "interrupted": outcome.interrupted, "wall_seconds": round(outcome.wall_seconds, 3),
-            "log_truncated": outcome.log_truncated, "network_isolated": outcome.network_isolated, "seed": seed}),
+            "log_truncated": outcome.log_truncated, "network_isolated": outcome.network_isolated, "seed": seed,
+            **run_device(self.executor, worker)}),  # worker, device, GPUs: what GPU-hours are summed from
             fsync=False)
         log = outcome.log_path.read_text(encoding="utf-8", errors="replace") if outcome.log_path.exists() else ""
-        reading = read_metric(t, log, workdir)
+        reading = read_metric(t, log, workdir, since=started)
         value, untrusted, failure = reading.value, False, None
         if self.manifest and self._enforce_integrity(workdir, before=False):
             value, untrusted, failure = None, True, "violation: the run changed files the evaluation depends on (restored)"
         elif value is not None and t.is_default:
-            verdict = integrity.check_metric(value, Path(receipt_env["ALR_EVAL_RECEIPT"]), key)
+            verdict = integrity.check_metric(value, Path(receipt_env["ALR_EVAL_RECEIPT"]), key,
+                                             expect=self.receipt_expect)
             if not verdict.trusted:
                 value, untrusted, failure = None, True, f"untrusted metric: {verdict.reason}"
         # pytest exits 1 when some tests fail: for the pass-rate reader that is a result, not a crash
@@ -212,6 +240,13 @@ class Lab:
         if failure is None and value is None:
             failure = f"no_metric: {reading.error}"
         return RunResult(value, seed, run_dir, outcome, reading.summary, failure, untrusted)
+
+    @staticmethod
+    def _refused_run(run_dir: Path, seed: int, failure: str) -> RunResult:
+        log = run_dir / runner.LOG_NAME
+        atomic.write_text(log, failure + "\n", fsync=False)
+        outcome = runner.RunOutcome(None, None, False, False, False, 0.0, log, False, False)
+        return RunResult(None, seed, run_dir, outcome, {}, failure, untrusted=True)
 
     def _clear_run_outputs(self, run_dir: Path) -> None:
         """Empty run_dir of an earlier (interrupted) run's outputs; keep the attempt's own files."""
@@ -269,6 +304,7 @@ class Lab:
         self.emit("phase", experiment=att.experiment, phase="analysis", worker=0)
         self.lock.update(phase="analysis")
         self._analyze(first, best, value, status, failure)
+        self.emit("phase", experiment=att.experiment, phase="deciding", worker=0, value=value, status=status)
         row = Row(
             commit=att.commit, value=value, memory_gb=first.memory_gb, status=status,
             description=att.description, experiment=att.experiment, parent=att.parent, runs=values,
@@ -283,12 +319,14 @@ class Lab:
         prev = next((r for r in reversed(self.rows()) if r.commit != "-" and r.value is not None), None)
         try:
             analysis.analyze_run(
-                run.run_dir, best_dir=self.archive / best.commit,
+                run.run_dir, best_dir=self.archive / best.commit, code_file=Path(self.cfg.target.editable[0]).name,
                 prev_dir=self.archive / prev.commit if prev else None,
                 metric=self.cfg.target.metric, direction=self.cfg.target.direction,
                 value=value, status=status, failure=failure)
         except OSError as e:
             self.emit("message", text=f"analysis could not be written: {e}", level="warn")
+        for problem in run_files.data_problems(run.run_dir):
+            self.emit("message", text=f"{run.run_dir.name[:7]}: {problem}", level="warn")
 
     # -- recording ---------------------------------------------------------------------------------------
 
@@ -296,11 +334,12 @@ class Lab:
         """Make a decision permanent: the ledger row first (the commit point), then git and notes."""
         self.lock.update(phase="recording")
         self.ledger.append(row)
-        self._rows = None
+        with self._rows_lock:
+            self._rows = None
         if row.commit != "-":
             self.repo.add_note(row.commit, self.note_text(row))
         best = self.best()
-        if best is not None and best.value is not None and row.kept:
+        if best is not None and best.value is not None:  # every time: the margin moves with new repeats
             self.notes.update_current_best(best.value, best.commit, best.description, self.noise().margin,
                                            self.cfg.target.metric, best.runs, self.cfg.target.direction)
         if idea:
@@ -324,11 +363,14 @@ class Lab:
             self.emit("message", text=f"progress.png not updated: {e}", level="warn")
 
     def note_text(self, row: Row) -> str:
-        metric = self.cfg.target.metric
+        t = self.cfg.target
         value = "none" if row.value is None else f"{row.value:.6f}"
-        lines = [f"{metric}: {value}   status: {row.status}   experiment: {row.experiment}"]
+        lines = [f"{t.metric}: {value} ({t.better_word})   status: {row.status}   experiment: {row.experiment}"]
         if row.delta is not None and row.best_before is not None:
-            lines.append(f"delta vs best: {row.delta:+.6f} (best {row.best_before:.6f}, margin {row.margin or 0:.6f})")
+            word = "better" if t.improvement(row.best_before + row.delta, row.best_before) > 0 else (
+                "worse" if row.delta else "same")
+            lines.append(f"delta vs best: {row.delta:+.6f} ({word}; best {row.best_before:.6f}, "
+                         f"margin {row.margin or 0:.6f})")
         if row.runs:
             lines.append("runs: " + ", ".join(f"{v:.6f}" for v in row.runs))
         lines.append(f"seconds: train {row.train_s:.1f}, wall {row.wall_s:.1f}   agent: {row.agent}")
@@ -361,13 +403,14 @@ class Lab:
         """Keep the attempt's file(s), its diff against the parent, and the prompt that led to it."""
         run_dir = self.archive / att.commit
         run_dir.mkdir(parents=True, exist_ok=True)
-        for name in self.cfg.target.editable:
+        for name in self.cfg.target.editable:  # atomic: a kill -9 never leaves half a file to resume with
             src = (workdir or self.repo.root) / name
             if src.is_file():
-                shutil.copy2(src, run_dir / Path(name).name)
-        (run_dir / "diff.patch").write_text(self.repo.diff(att.parent, att.commit, self.cfg.target.editable))
+                atomic.write_bytes(run_dir / Path(name).name, src.read_bytes(), fsync=False)
+        atomic.write_text(run_dir / "diff.patch", self.repo.diff(att.parent, att.commit, self.cfg.target.editable),
+                          fsync=False)
         if prompt:
-            (run_dir / "prompt.md").write_text(prompt)
+            atomic.write_text(run_dir / "prompt.md", prompt, fsync=False)
 
     def next_experiment(self) -> int:
         refs = self.repo.refs("refs/auto-log-research/attempts/")

@@ -1,7 +1,8 @@
 """What a person watching the loop sees: one line per result, or a live panel on a terminal.
 
 `PlainReporter` writes one line per event that matters (always one per finished experiment), for
-logs, pipes and `--quiet`. `LiveReporter` draws a rich.live panel: the experiment and its phase,
+logs, pipes and `--quiet`. `LiveReporter` draws a rich.live panel: the experiment and its phase
+(agent, guard, training, confirm, analysis, deciding: the value against the best and the verdict),
 a bar of the training budget with live loss and tokens/s (tailing the attempt's metrics.jsonl),
 the best so far with its noise margin, the last results, and one row per worker. Both swallow
 their own errors: a broken view must never stop the research (see harness/events.py).
@@ -88,7 +89,8 @@ class PlainReporter:
             best = d.get("best_value")
             best_s = "none yet" if best is None else f"{best:.6f} ({_short(d.get('best_commit'))})"
             margin = d.get("margin")
-            return (f"loop: {d.get('branch', '?')}  best {self.metric} {best_s}"
+            better = {"min": " (lower is better)", "max": " (higher is better)"}.get(d.get("direction"), "")
+            return (f"loop: {d.get('branch', '?')}  best {self.metric} {best_s}{better}"
                     + (f"  margin {margin:.4f}" if margin is not None else "")
                     + f"  budget {_num(d.get('budget'))}s  agent {d.get('agent', '?')}"
                     + (f"  workers {d['workers']}" if d.get("workers", 1) != 1 else ""))
@@ -147,6 +149,10 @@ class WorkerView:
     budget: float | None = None
     tail: MetricsTail | None = None
     last_line: str = ""
+    device: str = ""  # the worker's GPU(s) or threads, "GPU 0" (parallel loops)
+    description: str = ""  # the attempt's hypothesis, once the agent has made it
+    value: float | None = None  # while deciding: the value being judged
+    status: str = ""  # while deciding: the verdict (keep, discard, crash, ...)
 
 
 class LiveReporter:
@@ -210,11 +216,15 @@ class LiveReporter:
             if d.get("best_value") is not None:
                 self.best = (d["best_value"], _short(d.get("best_commit")))
         elif kind == "experiment":
-            self.workers[d.get("worker") or 0] = WorkerView(experiment=d.get("experiment"), budget=self.budget)
+            self.workers[d.get("worker") or 0] = WorkerView(experiment=d.get("experiment"), budget=self.budget,
+                                                            device=d.get("device", ""),
+                                                            description=d.get("description", ""))
         elif kind == "phase":
             w = self.workers.setdefault(d.get("worker") or 0, WorkerView(budget=self.budget))
             w.experiment, w.phase, w.since = d.get("experiment", w.experiment), d.get("phase", "?"), time.monotonic()
             w.budget = d.get("budget", w.budget)
+            w.description = d.get("description", w.description)
+            w.value, w.status = d.get("value"), str(d.get("status") or "")
             if d.get("metrics_path"):
                 w.tail = MetricsTail(Path(d["metrics_path"]))
         elif kind == "run_line":
@@ -285,12 +295,15 @@ class LiveReporter:
 
     def _worker_row(self, worker: int, w: WorkerView) -> list[RenderableType]:
         label = f"#{w.experiment:03d}" if w.experiment is not None else "#---"
-        if len(self.workers) > 1:
-            label = f"w{worker} {label}"
+        if len(self.workers) > 1 or w.device:
+            label = f"w{worker}{f' [{w.device}]' if w.device else ''} {label}"
         elapsed = time.monotonic() - w.since
+        if w.phase == "deciding":
+            return [Text(label, style="bold"), Text(w.phase, style="magenta"), Text(f"{elapsed:4.0f}s"),
+                    Text(""), _verdict_text(self.metric, w.value, self.best, w.status), Text("")]
         if w.phase not in ("training", "confirm"):
             return [Text(label, style="bold"), Text(w.phase, style="magenta"), Text(f"{elapsed:4.0f}s"),
-                    Text(""), Text(""), Text(w.last_line, style="dim")]
+                    Text(""), Text(""), Text(w.last_line or _one_line(w.description, 80), style="dim")]
         rec = w.tail.read() if w.tail else {}
         seconds = rec.get("time/training_seconds")
         progress = rec.get("train/progress")
@@ -307,7 +320,18 @@ class LiveReporter:
         ) if s)
         return [Text(label, style="bold"), Text(w.phase, style="magenta"),
                 ProgressBar(total=1.0, completed=progress, width=30, complete_style="green"), Text(f"{progress:4.0%}"),
-                Text(stats), Text("")]
+                Text(stats), Text(_one_line(w.description, 60), style="dim")]
+
+
+def _verdict_text(metric: str, value: object, best: tuple[float, str] | None, status: str) -> Text:
+    """`val_bpb 1.823400 vs best 1.835700 -> keep`, for the deciding phase."""
+    shown = f"{metric} {value:.6f}" if isinstance(value, int | float) else f"{metric} -"
+    if best is not None:
+        shown += f" vs best {best[0]:.6f}"
+    text = Text(shown)
+    if status:
+        text.append(f" -> {status}", style=_style(status) or "bold")
+    return text
 
 
 def _style(status: str) -> str:

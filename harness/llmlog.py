@@ -90,10 +90,12 @@ class PendingCall:
     error: str | None = None
     retries: int = 0
     note: str | None = None  # e.g. "unknown model; priced at the default tier"
+    details: dict = field(default_factory=dict)  # backend-specific: turns, permission denials, ...
 
 
 class LlmLog:
-    """Appends one JSON line per model call. `session` tags the calls of one loop invocation."""
+    """Appends one JSON line per model call. `session` tags the calls of one caps session (a
+    night: harness/caps.py), so a loop started again after a kill counts what was spent."""
 
     def __init__(self, path: Path, session: str | None = None):
         self.path = Path(path)
@@ -140,6 +142,8 @@ class CallFilter:
     stage: str | None = None
     session: str | None = None
     limit: int | None = None  # the last N matching calls
+    model: str | None = None  # calls whose model name contains this (any case)
+    errors: bool = False  # only the calls that failed
 
     def matches(self, call: dict) -> bool:
         return (
@@ -147,6 +151,8 @@ class CallFilter:
             and (self.backend is None or call.get("backend") == self.backend)
             and (self.stage is None or call.get("stage") == self.stage)
             and (self.session is None or call.get("session") == self.session)
+            and (self.model is None or self.model.casefold() in str(call.get("model") or "").casefold())
+            and (not self.errors or bool(call.get("error")))
         )
 
 
@@ -168,6 +174,43 @@ def read_calls(path: Path, filters: CallFilter | None = None) -> list[dict]:
     if filters.limit is not None:
         calls = calls[-filters.limit :] if filters.limit > 0 else []
     return calls
+
+
+SORTS = ("time", "cost", "tokens", "latency")
+
+
+def numbered_calls(path: Path, filters: CallFilter | None = None) -> list[tuple[int, dict]]:
+    """(number, call) in log order. A call's number is its 1-based place among all the calls in
+    the log, so it stays the same whatever the filters and the order (`llm-log --show N`).
+    `filters.limit` is not applied here: see `order_calls`."""
+    filters = filters or CallFilter()
+    return [(n, call) for n, call in enumerate(read_calls(path), 1) if filters.matches(call)]
+
+
+def _sort_key(by: str):
+    if by == "cost":
+        return lambda nc: (_num(nc[1].get("cost_usd")), nc[0])
+    if by == "tokens":
+        return lambda nc: (_num(nc[1].get("tokens_in")) + _num(nc[1].get("tokens_out")), nc[0])
+    if by == "latency":
+        return lambda nc: (_num(nc[1].get("duration_s")), nc[0])
+    if by == "time":
+        return lambda nc: (str(nc[1].get("ts") or ""), nc[0])
+    raise ValueError(f"unknown sort {by!r}: one of {', '.join(SORTS)}")
+
+
+def order_calls(calls: list[tuple[int, dict]], by: str = "time", reverse: bool = False,
+                limit: int | None = None) -> list[tuple[int, dict]]:
+    """The calls in display order: by time the oldest first, by cost, tokens (in + out) or
+    latency the biggest first; `reverse` flips it. `limit` keeps the newest N when sorting by
+    time (like `tail`), else the first N shown (the N most expensive, ...)."""
+    biggest_first = by != "time"
+    out = sorted(calls, key=_sort_key(by), reverse=biggest_first != reverse)
+    if limit is None:
+        return out
+    if limit <= 0:
+        return []
+    return out[-limit:] if by == "time" and not reverse else out[:limit]
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,15 @@ import math
 import time
 from dataclasses import dataclass
 
-from harness import guard
+from harness import guard, procs
 from harness.agents.base import Agent, Usage
 from harness.context import build_context
-from harness.errors import AgentError, CapExceeded, FatalError, UsageError
+from harness.errors import AgentError, AgentSetupError, AgentTimeout, CapExceeded, FatalError, UsageError
 from harness.executors import Resources
 from harness.lab import Attempt, Lab, now
 from harness.ledger import Row
 from harness.repo import attempt_ref
-from harness.session import recover, user_changes
+from harness.session import recover
 
 FAILURES = ("crash", "invalid", "violation", "agent_error", "infra")
 SAME_AGENT_ERROR_LIMIT = 3  # the same agent error this many times in a row stops the loop
@@ -64,10 +64,18 @@ def stop_reason(lab: Lab, rules: StopRules, done: int, started: float) -> str | 
     return None
 
 
+def transient(row: Row) -> bool:
+    """An agent error that may pass by itself (a timeout, rate limits, an API outage)."""
+    kind = row.failure.split(":", 1)[0]
+    return row.status == "agent_error" and (kind == "AgentTimeout" or kind.endswith("(transient)"))
+
+
 def repeated_agent_error(rows: list[Row], limit: int = SAME_AGENT_ERROR_LIMIT) -> str | None:
-    """A stop reason if the last `limit` rows are the same agent error (nothing will change)."""
+    """A stop reason if the last `limit` rows are the same agent error (nothing will change).
+    Transient errors never stop the loop: the caller backs off instead (see `agent_backoff`)."""
     last = rows[-limit:]
-    if len(last) < limit or any(r.status != "agent_error" for r in last) or len({r.failure for r in last}) > 1:
+    if len(last) < limit or any(r.status != "agent_error" or transient(r) for r in last) \
+            or len({r.failure for r in last}) > 1:
         return None
     return (f"the agent failed the same way {limit} times in a row ({last[-1].failure[:200]}); "
             "fix its setup (model name, API key, endpoint), then `harness loop` again")
@@ -81,6 +89,7 @@ def propose(lab: Lab, agent: Agent, experiment: int, last_failure: str | None) -
     assert best is not None
     started = time.time()
     snap = guard.snapshot(repo, lab.exclude)
+    lab.shield.snapshot({r.commit for r in lab.rows() if r.commit != "-"})
     lab.lock.update(phase="agent", experiment=experiment, base=best.commit)
     lab.emit("experiment", experiment=experiment, worker=0)
     lab.emit("phase", experiment=experiment, phase="agent", worker=0)
@@ -95,16 +104,23 @@ def propose(lab: Lab, agent: Agent, experiment: int, last_failure: str | None) -
         try:
             proposal = agent.propose(ctx)
         except AgentError as e:
-            guard.inspect(repo, snap, cfg.target.editable, lab.exclude)  # undo what it left behind
-            guard.discard_edits(repo, snap.head, snap, cfg.target.editable, lab.exclude)
+            _undo_agent(lab, snap)
             usage += getattr(e, "usage", None) or Usage()  # what the failed proposal spent, if known
+            kind = type(e).__name__ + (" (transient)" if e.transient and not isinstance(e, AgentTimeout) else "")
             return _row(lab, experiment, "agent_error", getattr(e, "description", "") or "agent failed",
-                        agent.name, usage, started, failure=f"{type(e).__name__}: {e}")
+                        agent.name, usage, started, failure=f"{kind}: {e}")
+        except (AgentSetupError, CapExceeded):
+            _undo_agent(lab, snap)  # the loop stops: leave the tree at the best, as it was
+            raise
         usage += proposal.usage
         details = proposal.details
         lab.emit("phase", experiment=experiment, phase="guard", worker=0)
         lab.lock.update(phase="guard")
-        inspection = guard.inspect(repo, snap, cfg.target.editable, lab.exclude)
+        inspection = guard.inspect(repo, snap, cfg.target.editable, lab.exclude,
+                                   keep=lab.archive / "rejected" / str(experiment))
+        if tampered := lab.shield.restore():  # the ledger, the call log or archived attempts touched
+            inspection = guard.Inspection("violation", inspection.changed, (*inspection.problems, *tampered))
+            break
         if inspection.status != "invalid" or retry_error is not None:
             break
         retry_error = inspection.reason
@@ -118,6 +134,14 @@ def propose(lab: Lab, agent: Agent, experiment: int, last_failure: str | None) -
     att = Attempt(experiment, sha, best.commit, description, agent.name, usage, started, details.get("idea"))
     lab.archive_attempt_files(att, ctx.prompt)
     return att
+
+
+def _undo_agent(lab: Lab, snap: guard.Snapshot) -> None:
+    """Undo what a failed agent left behind: its git operations, forbidden files, its edits."""
+    guard.inspect(lab.repo, snap, lab.cfg.target.editable, lab.exclude)
+    for line in lab.shield.restore():
+        lab.emit("message", text=line, level="warn")
+    guard.discard_edits(lab.repo, snap.head, snap, lab.cfg.target.editable, lab.exclude)
 
 
 def _row(lab: Lab, experiment: int, status: str, description: str, agent: str, usage: Usage, started: float,
@@ -162,6 +186,7 @@ def run_loop(lab: Lab, agent: Agent, rules: StopRules, *, sleep=time.sleep,
              resources: Resources | None = None) -> LoopReport:
     """The overnight loop. Call with the lock held. Several workers, or runs on a Ray cluster:
     harness/parallel.py."""
+    procs.mark_agents(lab.archive)  # so a harness that starts after a kill -9 can stop our agents
     if lab.cfg.workers > 1 or lab.cfg.executor != "local":
         from harness.parallel import run_parallel
 
@@ -197,7 +222,7 @@ def run_loop(lab: Lab, agent: Agent, rules: StopRules, *, sleep=time.sleep,
                 if (why := repeated_agent_error(lab.rows())) is not None:
                     break  # a rejected model or endpoint fails the same way all night
                 if rules.max_experiments is None or done < rules.max_experiments:
-                    sleep(min(60.0, 2.0 ** min(consecutive, 6)))  # an agent that fails at once must not spin
+                    pause(lab, agent_backoff(lab.rows(), lab.cfg.agent.backoff_s), sleep)
         reason = why
     except KeyboardInterrupt:
         reason = "interrupted (Ctrl-C); the unfinished attempt runs again on the next `harness loop`"
@@ -218,6 +243,29 @@ def run_loop(lab: Lab, agent: Agent, rules: StopRules, *, sleep=time.sleep,
     return LoopReport(reason, done, kept, best)
 
 
+def agent_backoff(rows: list[Row], base: float = 5.0) -> float:
+    """Seconds to wait after an agent error: a failing agent must not spin, and an API that is
+    down or rate-limited gets longer and longer pauses (`base` doubling, at most 5 min) rather
+    than a stop."""
+    streak = 0
+    for r in reversed(rows):
+        if r.status != "agent_error":
+            break
+        streak += 1
+    if rows and transient(rows[-1]):
+        return min(300.0, base * 2 ** (streak - 1))
+    return min(60.0, 2.0 ** min(streak, 6))
+
+
+def pause(lab: Lab, seconds: float, sleep=time.sleep) -> None:
+    """Wait `seconds`, waking early when a STOP file appears (it is then handled as usual)."""
+    waited = 0.0
+    while waited < seconds and not (lab.archive / "STOP").exists():
+        step = min(1.0, seconds - waited)
+        sleep(step)
+        waited += step
+
+
 def _clean_after_interrupt(lab: Lab) -> None:
     state = lab.lock.state
     if state and state.phase in ("agent", "guard"):
@@ -227,29 +275,30 @@ def _clean_after_interrupt(lab: Lab) -> None:
 
 
 def run_current(lab: Lab, description: str | None) -> Row:
-    """`harness run`: test the tree as it is (or an unrecorded HEAD commit) as one experiment."""
+    """`harness run`: test the tree as it is (or an unrecorded HEAD commit) as one experiment.
+    Call with the lock held. The user's work is never thrown away: changes to files the target
+    may not edit, or an edit that cannot run, stop it with nothing changed."""
     repo, editable = lab.repo, lab.cfg.target.editable
+    recover(lab, discard_unfinished=False)  # a killed harness's leftovers; refuses non-editable changes
+    changed = [c for c in repo.changes(lab.exclude) if c.path in editable]
+    pending = lab.pending_attempts()
+    if pending:
+        if changed:
+            n, sha = pending[0]
+            raise UsageError(f"experiment {n} ({sha[:7]}) was interrupted and is not recorded yet, and the tree "
+                             "has a new edit", hint="`git stash && harness run && git stash pop` (that run finishes "
+                                                    "it), then `harness run` again to test your edit")
+        return resume_pending(lab)[-1]
     best = lab.best()
     assert best is not None
-    changed = [c for c in repo.changes(lab.exclude) if c.path in editable]
-    foreign = [p for p in user_changes(lab) if p not in editable]
     experiment = lab.next_experiment()
     started = time.time()
-    if foreign:
-        repo.restore("HEAD", foreign)
-        row = _row(lab, experiment, "violation", description or "edit", "manual", Usage(), started,
-                   failure=f"changed files it may not touch: {', '.join(foreign)} (restored)")
-        guard.discard_edits(repo, repo.head(), guard.snapshot(repo, lab.exclude), editable, lab.exclude)
-        lab.record(row)
-        return row
     if changed:
         for c in changed:
             problem = guard.check_file(repo.root / c.path, deleted="D" in c.code)
             if problem:
-                guard.discard_edits(repo, repo.head(), guard.snapshot(repo, lab.exclude), editable, lab.exclude)
-                row = _row(lab, experiment, "invalid", description or "edit", "manual", Usage(), started, problem)
-                lab.record(row)
-                return row
+                raise UsageError(f"{problem}: nothing was run or recorded",
+                                 hint=f"fix {c.path} and `harness run` again (`git diff {c.path}` shows your edit)")
         sha = lab.commit_attempt(experiment, description or "manual edit")
         parent = best.commit if repo.resolve(f"{sha}^") == best.commit else repo.resolve(f"{sha}^") or "-"
     else:
@@ -257,7 +306,7 @@ def run_current(lab: Lab, description: str | None) -> Row:
         recorded = {r.commit for r in lab.rows()}
         if head == best.commit or head in recorded:
             raise UsageError("nothing to run: the tree is the recorded best",
-                             hint="edit train.py first, then `harness run -m 'what you changed'`")
+                             hint=f"edit {editable[0]} first, then `harness run -m 'what you changed'`")
         if not repo.is_ancestor(best.commit, head):
             raise UsageError(f"HEAD ({head[:7]}) does not descend from the best ({best.short})",
                              hint=f"git reset --hard {best.short}, then make your change")

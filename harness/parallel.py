@@ -20,11 +20,17 @@ keep something. The rule, applied when its result is in:
 
 A run the executor could not finish (a lost Ray node or worker, after one retry) is recorded as
 `infra`, never against the idea. Attempts interrupted by a kill are resumed on the next start.
+
+The serial loop's safeguards hold here too, judged in decision order: the same (not transient)
+agent error three times in a row stops the loop, every `max_consecutive_failures` failures in a
+row are reported, and a worker whose agent failed backs off before its next proposal. Agents that
+write the notes while proposing (the offline agent) propose one at a time, under the lock, so a
+note update is never lost and no two workers get the same configuration.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import threading
 import time
@@ -32,21 +38,22 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness import atomic, guard, worktrees
+from harness import guard, worktrees
 from harness.agents.base import Agent, Usage
 from harness.context import build_context
 from harness.decide import judge, mean
-from harness.errors import AgentError, CapExceeded, InfraError
+from harness.errors import AgentError, AgentTimeout, CapExceeded, InfraError
 from harness.executors import AUTO, Executor, Resources, Slot, make_executor
 from harness.lab import SEEDS, Attempt, Lab, RunResult, now
 from harness.ledger import Row
+from harness.loop import FAILURES, agent_backoff, pause, repeated_agent_error, stop_reason
 from harness.repo import NOTES_REF, Repo, attempt_ref
 from harness.session import recover
+from harness.workers import STATUS_FILE, read_status, status_lines, write_status  # noqa: F401 - listing.py
 
 REAPPLIED_REFS = "refs/auto-log-research/reapplied"
 MAX_REAPPLY = 2  # a winner re-applied this often while the best kept moving is discarded
-STATUS_FILE = "workers.json"
-FAILURES = ("crash", "invalid", "violation", "agent_error", "infra")
+NOTE_WRITERS = ("offline",)  # agents that write the notes files while proposing: one proposal at a time
 
 
 def reapplied_ref(experiment: int) -> str:
@@ -114,11 +121,13 @@ class Scheduler:
         self.allocated: set[int] = set()
         self.made_refs: dict[str, str] = {}  # refs this process set while agents were working
         self.started = self.done = self.kept = 0
+        self.failures = 0  # failures in a row, in decision order
         self.reason: str | None = None
         self.error: BaseException | None = None
         self.t0 = time.time()
-        self.status_path = lab.archive / STATUS_FILE
-        self.run_seconds, self.gpu_seconds = _previous_usage(self.status_path)
+        # one proposal at a time for agents that write notes (their read-modify-writes and the
+        # owner's must not interleave), and so that each sees the attempts before it committed
+        self.proposing = self.lock if agent.name in NOTE_WRITERS else contextlib.nullcontext()
 
     # -- the main thread ------------------------------------------------------------------------------
 
@@ -168,7 +177,6 @@ class Scheduler:
     # -- one worker thread ------------------------------------------------------------------------------
 
     def _worker(self, slot: Slot, tree: Repo) -> None:
-        failures = 0
         while (job := self._next_job()) is not None:
             try:
                 row = self._attempt(job, slot, tree)
@@ -182,13 +190,21 @@ class Scheduler:
                 return
             finally:
                 self._set(slot, experiment=None, phase="idle", commit=None, description="")
-            failures = failures + 1 if row.status in FAILURES else 0
             if row.status == "agent_error":
-                self.sleep(min(60.0, 2.0 ** min(failures, 6)))  # an agent that fails at once must not spin
+                self._back_off(slot)
+
+    def _back_off(self, slot: Slot) -> None:
+        """An agent that fails at once must not spin; an API that is down gets longer pauses."""
+        with self.lock:
+            limit = self.rules.max_experiments
+            if self.reason is not None or (limit is not None and self.started >= limit):
+                return
+            seconds = agent_backoff(self.lab.rows())
+        self.lab.emit("message", level="info",
+                      text=f"worker {slot.worker}: the agent failed; its next proposal in {seconds:g} s")
+        pause(self.lab, seconds, lambda s: None if self.reason is not None else self.sleep(s))
 
     def _next_job(self) -> Job | None:
-        from harness.loop import stop_reason
-
         with self.lock:
             if self.reason is not None or self.lab.stop_event.is_set():
                 return None
@@ -206,14 +222,18 @@ class Scheduler:
 
     def _attempt(self, job: Job, slot: Slot, tree: Repo) -> Row:
         lab = self.lab
-        if job.resume:
-            message = lab.repo.message(job.resume).split("\n\nExperiment:")[0].strip()
+        if job.resume:  # its description is its commit message, without the trailer
+            message = lab.repo.message(job.resume).split("\n\nExperiment:")[0].strip() or "resumed attempt"
             parent = lab.repo.resolve(f"{job.resume}^") or "-"
             lab.emit("message", level="info",
                      text=f"experiment {job.experiment} ({job.resume[:7]}) was interrupted: running it again")
+            self._set(slot, experiment=job.experiment, phase="resumed", commit=job.resume, description=message)
+            lab.emit("experiment", experiment=job.experiment, worker=slot.worker, device=slot.label,
+                     description=message)
             att = Attempt(job.experiment, job.resume, parent, message, "resumed")
         else:
-            proposed = self._propose(job.experiment, slot, tree)
+            with self.proposing:
+                proposed = self._propose(job.experiment, slot, tree)
             if isinstance(proposed, Row):
                 return self._record(proposed, slot)
             att = proposed
@@ -247,7 +267,7 @@ class Scheduler:
             if last.commit != "-" and (lab.archive / last.commit / "analysis.md").exists():
                 analysis_md = lab.archive / last.commit / "analysis.md"
         self._set(slot, experiment=experiment, phase="agent", commit=None, description="")
-        lab.emit("experiment", experiment=experiment, worker=w)
+        lab.emit("experiment", experiment=experiment, worker=w, device=slot.label)
         lab.emit("phase", experiment=experiment, phase="agent", worker=w)
         usage, retry_error, details = Usage(), None, {}
         for _ in range(2):  # an edit that does not parse goes back to the agent once
@@ -262,8 +282,10 @@ class Scheduler:
                     self._inspect(tree, snap)
                 worktrees.reset(tree, best.commit)
                 usage += getattr(e, "usage", None) or Usage()  # what the failed proposal spent, if known
+                # as loop.propose words it: loop.transient() tells a passing failure by this
+                kind = type(e).__name__ + (" (transient)" if e.transient and not isinstance(e, AgentTimeout) else "")
                 return self._row(experiment, "agent_error", getattr(e, "description", "") or "agent failed",
-                                 usage, started, best, failure=f"{type(e).__name__}: {e}")
+                                 usage, started, best, failure=f"{kind}: {e}")
             self._check_stopped(tree, best.commit)
             usage += proposal.usage
             details = proposal.details
@@ -278,7 +300,7 @@ class Scheduler:
             worktrees.reset(tree, best.commit)
             return self._row(experiment, inspection.status, description, usage, started, best,
                              failure=inspection.reason)
-        lab.emit("phase", experiment=experiment, phase="commit", worker=w)
+        lab.emit("phase", experiment=experiment, phase="commit", worker=w, description=description)
         with self.lock:
             sha = tree.commit(cfg.target.editable, description, {"Experiment": str(experiment)})
             self._set_ref(attempt_ref(experiment), sha)
@@ -395,9 +417,6 @@ class Scheduler:
                                    env=slot.env)
         if result.outcome.interrupted or self.lab.stop_event.is_set():
             raise Stopped
-        with self.lock:
-            self.run_seconds += result.outcome.wall_seconds
-            self.gpu_seconds += result.outcome.wall_seconds * slot.gpus
         return result
 
     def _final_row(self, att: Attempt, measured: Measured, original: Attempt, best: Row) -> Row:
@@ -450,8 +469,21 @@ class Scheduler:
                 lab.reset_to_best()  # fast-forward the research branch (and the main tree) to it
                 self.kept += 1
             self.done += 1
+            self._safeguards(row)
             lab.lock.update(phase="workers")
         return row
+
+    def _safeguards(self, row: Row) -> None:
+        """The serial loop's, on the record in decision order. Call with the lock held."""
+        lab = self.lab
+        self.failures = self.failures + 1 if row.status in FAILURES else 0
+        if self.failures and self.failures % lab.cfg.max_consecutive_failures == 0:
+            lab.reset_to_best()
+            lab.emit("message", level="warn",
+                     text=f"{self.failures} failures in a row: every worker starts again from the best "
+                          f"({lab.best().short}); check the agent's setup if this goes on")
+        if row.status == "agent_error" and (why := repeated_agent_error(lab.rows())) is not None:
+            self.reason = self.reason or why  # a rejected model or endpoint fails the same way all night
 
     # -- what others read ----------------------------------------------------------------------------------
 
@@ -469,22 +501,12 @@ class Scheduler:
             "pid": None if final else os.getpid(),
             "executor": self.executor.name,
             "updated": now(),
-            "run_seconds": round(self.run_seconds, 3),
-            "gpu_seconds": round(self.gpu_seconds, 3),
             "workers": [{"worker": w, "label": f.slot.label, "gpus": f.slot.gpus, "experiment": f.experiment,
                          "phase": "stopped" if final else f.phase, "commit": f.commit,
                          "description": f.description, "since": f.since}
                         for w, f in sorted(self.flights.items())],
         }
-        try:
-            atomic.write_text(self.status_path, json.dumps(state, indent=1), fsync=False)
-        except OSError:
-            pass  # a status view is not worth stopping the research for
-
-
-def _previous_usage(path: Path) -> tuple[float, float]:
-    state = read_status(path.parent)
-    return (float(state.get("run_seconds", 0.0)), float(state.get("gpu_seconds", 0.0))) if state else (0.0, 0.0)
+        write_status(self.lab.archive, state)
 
 
 def _read(path: Path) -> str:
@@ -492,35 +514,3 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-
-
-def read_status(archive: Path) -> dict | None:
-    """The workers file of the archive (written by a running or finished parallel loop)."""
-    try:
-        data = json.loads((Path(archive) / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def status_lines(archive: Path, running: bool) -> list[str]:
-    """`harness status` lines: each worker and what it runs (while a loop runs), and the
-    device time used by runs so far."""
-    state = read_status(archive)
-    if not state:
-        return []
-    workers = state.get("workers") or []
-    hours = float(state.get("gpu_seconds", 0.0)) / 3600
-    run_hours = float(state.get("run_seconds", 0.0)) / 3600
-    lines = [f"workers     {len(workers)} on {state.get('executor', '?')}; GPU-hours used {hours:.2f} "
-             f"(run-hours {run_hours:.2f})"]
-    if running:
-        for w in workers:
-            what = "idle"
-            if w.get("experiment") is not None:
-                commit = f" {str(w['commit'])[:7]}" if w.get("commit") else ""
-                desc = f": {w['description']}" if w.get("description") else ""
-                what = f"#{w['experiment']:03d} {w.get('phase', '?')}{commit}{desc}"
-            lines.append(f"  w{w.get('worker')} [{w.get('label', '')}] {what}"[:160])
-    return lines
-

@@ -19,6 +19,7 @@ from harness import atomic
 from harness.analysis import Curve, load_curve
 from harness.ledger import KEPT
 
+NO_RESULT = ("crash", "no_change", "invalid", "violation", "agent_error", "infra")  # as harness.ledger reads them
 MAX_POINTS = 800  # per line: more adds drawing time, not information, at this size
 DPI = 100
 WIDTH = 7.0
@@ -107,7 +108,7 @@ def plot_progress(
     """progress.png: the value of every experiment, kept ones marked and labelled, the running
     best, a band of +-noise_margin around it, and crashes as markers along the bottom."""
     fig, (ax,) = _figure(1, 4.2, width=9.0)
-    points = [_progress_point(i, row, metric) for i, row in enumerate(rows)]
+    points = progress_points(rows, metric)
     ran = [p for p in points if p["value"] is not None]
     kept = [p for p in ran if p["status"] in KEPT]
     others = [p for p in ran if p["status"] not in KEPT]
@@ -116,8 +117,13 @@ def plot_progress(
         ax.scatter([p["x"] for p in others], [p["value"] for p in others], s=14, color="0.6", label="discarded", zorder=2)
     if kept:
         ax.scatter([p["x"] for p in kept], [p["value"] for p in kept], s=36, color="C2", edgecolor="k", lw=0.5, label="kept", zorder=3)
-        for p in kept:
-            ax.annotate(_short(p["description"]), (p["x"], p["value"]), xytext=(3, 4), textcoords="offset points", fontsize=6.5, rotation=18)
+        right = max(p["x"] for p in points)
+        span = right - min(p["x"] for p in points) or 1.0
+        for p in kept:  # near the right edge a label runs up and to the left, or it is cut off
+            leftward = right - p["x"] < 0.2 * span and len(points) > 1
+            ax.annotate(_short(p["description"]), (p["x"], p["value"]), xytext=(-3 if leftward else 3, 4),
+                        textcoords="offset points", fontsize=6.5, rotation=-18 if leftward else 18,
+                        ha="right" if leftward else "left", rotation_mode="anchor")
         xs, best = _running_best(kept, points, direction)
         ax.step(xs, best, where="post", color="C2", lw=1.2, label="running best")
         if noise_margin:
@@ -143,11 +149,18 @@ def plot_progress(
     return _save(fig, Path(out_path))
 
 
+def progress_points(rows: Sequence[dict[str, Any]], metric: str = "val_bpb") -> list[dict[str, Any]]:
+    """What progress.png draws: {x, value, status, description} per row; value None means a
+    crash or no result (a cross along the bottom for crashes), and a real 0.0 stays 0.0."""
+    return [_progress_point(i, row, metric) for i, row in enumerate(rows)]
+
+
 def _progress_point(index: int, row: dict[str, Any], metric: str) -> dict[str, Any]:
     status = str(row.get("status") or "").strip()
     value = _float(row["value"] if "value" in row else row.get(metric))  # a raw ledger row names it
-    if status == "crash" or (value is not None and value == 0.0 and status not in KEPT):
-        value = None  # the ledger writes 0.000000 for crashes
+    runs = row.get("runs")
+    if status == "crash" or (status in NO_RESULT and (not runs or runs == "-")):
+        value = None  # the ledger writes 0.000000 where there is no result; a real 0.0 is drawn
     x = _float(row.get("experiment"))
     return {"x": x if x is not None else float(index), "value": value, "status": status,
             "description": str(row.get("description") or "")}

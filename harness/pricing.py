@@ -3,11 +3,14 @@
 Prices are USD per million tokens (input, output, 5-minute cache write, cache read), from
 Anthropic's public price list. A model missing from the table is priced by its family, and a model
 of no known family at the most expensive tier, so a cost cap errs on the side of stopping early.
+A local model (Ollama, or an OpenAI-compatible server on this machine) costs nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,13 @@ FAMILIES: dict[str, Price] = {
 
 # No known family at all: the most expensive tier we know of, so caps stop early, not late.
 DEFAULT_PRICE = _tier(15.0, 75.0)
+FREE = Price(0.0, 0.0, 0.0, 0.0)
+
+# Model names that always run on the user's own machine (litellm's Ollama providers).
+LOCAL_PREFIXES = ("ollama/", "ollama_chat/")
+# Where an OpenAI-compatible endpoint is configured (aider/litellm and the openai SDK read these).
+OPENAI_BASE_VARS = ("OPENAI_API_BASE", "OPENAI_BASE_URL")
+_LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 
 
 @dataclass(frozen=True)
@@ -57,8 +67,29 @@ class PriceLookup:
     note: str | None = None  # said in the log when the price is a guess
 
 
-def lookup(model: str | None) -> PriceLookup:
+def is_loopback(url: str | None) -> bool:
+    """True for a URL on this machine (localhost, 127.x.x.x, ::1)."""
+    host = (urlparse(url or "").hostname or "").lower()
+    return host in _LOOPBACK or host.startswith("127.")
+
+
+def is_local(model: str | None, env: Mapping[str, str]) -> bool:
+    """True if `model` runs on this machine: an Ollama model, or an OpenAI-compatible one
+    (`openai/<name>` or a bare name) whose base URL in `env` is on localhost."""
     name = (model or "").strip().lower()
+    if name.startswith(LOCAL_PREFIXES):
+        return True
+    if "/" in name and not name.startswith("openai/"):
+        return False  # another provider's model (anthropic/..., openrouter/...)
+    if "/" not in name and name and lookup(name).source != "default":
+        return False  # a bare claude-* name goes to Anthropic whatever the OpenAI base URL
+    return any(is_loopback(env.get(var)) for var in OPENAI_BASE_VARS)
+
+
+def lookup(model: str | None, local: bool = False) -> PriceLookup:
+    name = (model or "").strip().lower()
+    if local or name.startswith(LOCAL_PREFIXES):
+        return PriceLookup(FREE, "local")
     for key in sorted(PRICES, key=len, reverse=True):  # longest prefix wins
         if name == key or name.startswith(key + "-"):
             return PriceLookup(PRICES[key], "table")
@@ -78,15 +109,27 @@ def cost(
     tokens_out: int,
     cache_write: int = 0,
     cache_read: int = 0,
+    local: bool = False,
 ) -> float:
     """USD for one call. tokens_in counts uncached input only, as the Messages API reports it."""
-    p = lookup(model).price
+    p = lookup(model, local).price
     total = tokens_in * p.input + tokens_out * p.output + cache_write * p.cache_write + cache_read * p.cache_read
     return total / 1_000_000
 
 
-def estimate(model: str | None, prompt_chars: int, max_output_tokens: int) -> tuple[float, int]:
+def estimate(model: str | None, prompt_chars: int, max_output_tokens: int, local: bool = False) -> tuple[float, int]:
     """(USD, tokens) a call could cost at most: the prompt at ~4 chars a token, all uncached,
     plus the whole output allowance. Used to stop before a call, never to bill one."""
     tokens_in = prompt_chars // 4 + 1
-    return cost(model, tokens_in, max_output_tokens), tokens_in + max_output_tokens
+    return cost(model, tokens_in, max_output_tokens, local=local), tokens_in + max_output_tokens
+
+
+_said: set[str] = set()
+
+
+def first_time(note: str | None) -> str | None:
+    """`note` the first time this process sees it, else None: a guessed price is said once."""
+    if note is None or note in _said:
+        return None
+    _said.add(note)
+    return note

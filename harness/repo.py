@@ -94,6 +94,16 @@ class Repo:
         out = self.git.execute(["git", "show", f"{rev}:{path}"], with_exceptions=False, strip_newline_in_stdout=False)
         return out if out else None
 
+    @property
+    def git_dir(self) -> Path:
+        """The repository's git directory (the main one, also from a worktree)."""
+        return Path(self._repo.common_dir).resolve()
+
+    def has_file(self, rev: str, path: str) -> bool:
+        status, _, _ = self.git.execute(["git", "cat-file", "-e", f"{rev}:{path}"], with_exceptions=False,
+                                        with_extended_output=True)
+        return status == 0
+
     def message(self, rev: str) -> str:
         return self._run("log", "-1", "--format=%B", rev).strip()
 

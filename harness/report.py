@@ -20,10 +20,13 @@ from harness import atomic
 from harness.config import Config, load_config
 from harness.ledger import Ledger, Row
 from harness.notes import Idea, Notes
+from harness.workers import DeviceReport, device_report
 
 MAX_DIFF_LINES = 400  # per pair of keeps: a rewrite of train.py must not blow up the page
 MAX_LINEAGE_LINES = 12_000  # all diffs together
 MAX_CURVE_POINTS = 300  # per loss curve, after downsampling
+MAX_NOTES_CHARS = 200_000  # insights.md and ideas_queue.md each: an agent may let them grow without end
+TRUNCATED = "\n[... truncated: {} more characters in {}]\n"
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class ReportData:
     lineage: tuple[LineageStep, ...] = ()
     curves: tuple[Curve, ...] = ()
     missing_curves: tuple[str, ...] = ()  # which curves could not be drawn, and why
+    devices: DeviceReport = field(default_factory=DeviceReport)  # workers and GPU-hours (harness/workers.py)
 
     @property
     def empty(self) -> bool:
@@ -73,8 +77,11 @@ class ReportData:
 # --------------------------------------------------------------------------- reading the archive
 
 
-def collect(root: Path, cfg: Config | None = None) -> ReportData:
-    """Read everything the report shows. Missing files give empty sections, never an error."""
+def collect(root: Path, cfg: Config | None = None, diffs: dict | None = None) -> ReportData:
+    """Read everything the report shows. Missing files give empty sections, never an error.
+
+    `diffs` caches the git diffs between keeps across calls (the dashboard renders again on every
+    change; a commit pair's diff never changes)."""
     root = Path(root).resolve()
     cfg = cfg or load_config(root)
     archive = cfg.archive_dir
@@ -88,12 +95,13 @@ def collect(root: Path, cfg: Config | None = None) -> ReportData:
     notes = Notes(archive)
     data = ReportData(
         root=root, metric=metric, direction=direction, rows=rows, warnings=tuple(ledger.warnings),
-        insights=_read(notes.insights_path), ideas_text=_read(notes.ideas_path), ideas=tuple(notes.ideas()),
-        usage=read_usage(archive / "llm_calls.jsonl"),
+        insights=capped(_read(notes.insights_path), notes.insights_path.name),
+        ideas_text=capped(_read(notes.ideas_path), notes.ideas_path.name), ideas=tuple(notes.ideas()),
+        usage=read_usage(archive / "llm_calls.jsonl"), devices=device_report(archive),
     )
     if not rows:
         return data
-    lineage = tuple(kept_lineage(root, archive, rows, cfg.target.editable))
+    lineage = tuple(kept_lineage(root, archive, rows, cfg.target.editable, diffs))
     curves, missing = loss_curves(archive, data.baseline, data.best)
     return dataclasses.replace(data, lineage=lineage, curves=curves, missing_curves=missing)
 
@@ -118,6 +126,13 @@ def _read(path: Path) -> str:
         return ""
 
 
+def capped(text: str, name: str, limit: int = MAX_NOTES_CHARS) -> str:
+    """`text` cut at `limit` characters, with a note saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + TRUNCATED.format(f"{len(text) - limit:,}", name)
+
+
 _EXPERIMENT = re.compile(r"\bexp(?:eriment)?\s*#?(\d+)")
 
 
@@ -131,6 +146,26 @@ def idea_parts(idea: Idea) -> tuple[str, str]:
     """(the idea, why) for display: the text before a `#` comment, and the reason."""
     text, _, comment = idea.text.partition("#")
     return text.strip() or idea.text, idea.why or comment.strip()
+
+
+@dataclass(frozen=True)
+class IdeaState:
+    state: str  # "pending" or "tried"
+    experiment: int | None  # the experiment that tried it, if the note says
+    result: str  # "exp 7: keep 1.823400": from the ledger when it has that experiment, else the note
+
+
+def idea_state(idea: Idea, rows: dict[int, Row]) -> IdeaState:
+    """What `harness notes` and the report both show for an idea. The ledger is the truth: the
+    note after the `→` may be stale or hand-written."""
+    if not idea.done:
+        return IdeaState("pending", None, "")
+    n = idea_experiment(idea)
+    row = rows.get(n) if n is not None else None
+    if row is None:
+        return IdeaState("tried", n, idea.result)
+    value = "no result" if row.value is None else f"{row.value:.6f}"
+    return IdeaState("tried", n, f"exp {row.experiment}: {row.status} {value}")
 
 
 def read_usage(path: Path) -> dict[int, tuple[int, float]]:
@@ -169,7 +204,8 @@ def attempt_dir(archive: Path, commit: str) -> Path | None:
 # --------------------------------------------------------------------------- lineage and diffs
 
 
-def kept_lineage(root: Path, archive: Path, rows: tuple[Row, ...], editable: tuple[str, ...]) -> list[LineageStep]:
+def kept_lineage(root: Path, archive: Path, rows: tuple[Row, ...], editable: tuple[str, ...],
+                 diffs: dict | None = None) -> list[LineageStep]:
     """Baseline and keeps in order, each with the diff of the editable files from the one before.
 
     Each diff is cut at MAX_DIFF_LINES and all of them together at MAX_LINEAGE_LINES (the newest
@@ -183,11 +219,25 @@ def kept_lineage(root: Path, archive: Path, rows: tuple[Row, ...], editable: tup
         if prev is None or budget <= 0:
             steps.append(LineageStep(row, prev, "", truncated=prev is not None))
             continue
-        lines = commit_diff(root, archive, prev.commit, row.commit, editable).splitlines()
+        lines = cached_diff(diffs, root, archive, prev.commit, row.commit, editable).splitlines()
         cut = min(MAX_DIFF_LINES, budget)
         budget -= min(len(lines), cut)
         steps.append(LineageStep(row, prev, "\n".join(lines[:cut]), len(lines) > cut))
     return steps[::-1]
+
+
+def cached_diff(cache: dict | None, root: Path, archive: Path, a: str, b: str, editable: tuple[str, ...]) -> str:
+    """commit_diff through `cache` (keyed by the commit pair). An empty diff is not kept: the git
+    objects or snapshots it lacked may turn up later."""
+    if cache is None:
+        return commit_diff(root, archive, a, b, editable)
+    key = (a, b, editable)
+    if key not in cache:
+        diff = commit_diff(root, archive, a, b, editable)
+        if not diff:
+            return diff
+        cache[key] = diff
+    return cache[key]
 
 
 def commit_diff(root: Path, archive: Path, a: str, b: str, editable: tuple[str, ...]) -> str:

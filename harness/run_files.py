@@ -48,15 +48,19 @@ def _parse_json_line(line: str) -> Any:
 _SUMMARY_LINE = re.compile(r"^([A-Za-z_][\w./-]*)\s*:\s*(.*?)\s*$")
 
 
-def parse_summary(text: str) -> dict[str, float | str]:
-    """The `key: value` lines after the LAST line that is exactly `---` (values as floats when
-    they are numbers). Empty when there is no such line."""
+def parse_summary(text: str, *, anywhere: bool = False) -> dict[str, float | str]:
+    """The run's `key: value` lines (values as floats when they are numbers).
+
+    With a line that is exactly `---`, only the lines after the LAST such line count (the
+    summary block train.py prints). Without one: nothing, or with `anywhere` (how a target's
+    metric is read) the `key: value` lines anywhere in the output, a key printed twice keeping
+    its last value."""
     lines = (text or "").splitlines()
     marks = [i for i, line in enumerate(lines) if line.rstrip("\r ") == "---"]
-    if not marks:
+    if not marks and not anywhere:
         return {}
     out: dict[str, float | str] = {}
-    for line in lines[marks[-1] + 1 :]:
+    for line in lines[marks[-1] + 1:] if marks else lines:
         m = _SUMMARY_LINE.match(line)
         if m:
             out[m[1]] = _number_or_text(m[2])
@@ -91,3 +95,21 @@ def read_json(path: str | Path) -> dict:
     except (OSError, ValueError, RecursionError):
         return {}
     return obj if isinstance(obj, dict) else {}
+
+
+def data_problems(run_dir: str | Path) -> list[str]:
+    """What in a run's own files could not be read (one line each), for the user to hear of:
+    broken metrics.jsonl lines are skipped and a broken run_summary.json ignored, not silently."""
+    run_dir, problems = Path(run_dir), []
+    try:
+        text = (run_dir / "metrics.jsonl").read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        text = ""
+    lines = [line for line in map(str.strip, text.splitlines()) if line]
+    bad = sum(1 for line in lines if not isinstance(_parse_json_line(line), dict))
+    if bad:
+        problems.append(f"metrics.jsonl: {bad} of {len(lines)} lines unreadable (skipped)")
+    summary = run_dir / "run_summary.json"
+    if summary.is_file() and not read_json(summary):
+        problems.append("run_summary.json is not a JSON object (ignored; the summary lines of run.log are used)")
+    return problems

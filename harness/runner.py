@@ -6,7 +6,8 @@ What the sandbox gives, and what it does not:
   stray `sleep`s die with it. Leftovers of a run that exited normally are killed too. A process
   that calls setsid() itself leaves the group and is out of reach (the log reader gives up on it).
 - A scrubbed environment: an allow-list of harmless variables, minus anything that looks like a
-  secret, plus `spec.env` (trusted: the harness's ALR_* variables) and PYTHONUNBUFFERED=1.
+  secret, plus `spec.env` (trusted: the harness's ALR_* variables) and PYTHONUNBUFFERED=1; with
+  `spec.home`, HOME is a folder of the harness's instead of the user's.
 - An optional address-space cap (RLIMIT_AS). It limits *virtual* memory, so give it headroom:
   `import torch` alone maps a few GB, and CUDA runs map far more than they use; use None there.
 - No network where the OS lets an unprivileged user have a network namespace
@@ -39,6 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import atomic
 from harness.errors import FatalError
 
 LOG_NAME = "run.log"
@@ -78,6 +80,7 @@ class RunSpec:
     memory_mb: int | None = None  # RLIMIT_AS, virtual memory: leave headroom; None for CUDA
     output_cap_bytes: int = 20 * 2**20
     network: bool = False  # True: no network namespace
+    home: Path | None = None  # HOME for the run (not the user's: no ~/.netrc, ~/.aws, ... to read)
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ def run(
     prefix = None if spec.network else network_isolation_prefix()
     log_path = spec.out_dir / LOG_NAME
     sink = _open_sink(log_path, spec.output_cap_bytes, on_line)
-    env = {**scrubbed_env(os.environ), **spec.env, "PYTHONUNBUFFERED": "1"}
+    env = {**scrubbed_env(os.environ), **_home_env(spec.home), **spec.env, "PYTHONUNBUFFERED": "1"}
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -190,10 +193,13 @@ def run(
         return RunOutcome(127, None, False, False, False, 0.0, log_path, False, prefix is not None)
 
     pid_file = spec.out_dir / PID_NAME
-    pid_file.write_text(str(proc.pid))  # lets a restarted harness stop a run it lost (kill -9)
     reader = _Reader(proc.stdout, sink)
     how = "exited"
+    oom_kills = _cgroup_oom_kills()
     try:
+        # Lets a restarted harness stop a run it lost (kill -9). Inside the try: if it cannot be
+        # written (disk full), the run is stopped rather than left without a limit.
+        atomic.write_text(pid_file, str(proc.pid), fsync=False)
         reader.start()
         how = _wait(proc.pid, start + spec.wall_limit_s, stop_event)
         if how != "exited":
@@ -217,7 +223,8 @@ def run(
     sig = -code if code < 0 else None
     rc = None if code < 0 else code
     timed_out, interrupted = how == "timeout", how == "stopped"
-    oom = not (timed_out or interrupted) and code != 0 and _looks_oom(sink, sig, spec.memory_mb)
+    oom = not (timed_out or interrupted) and code != 0 and (
+        _looks_oom(sink, sig, spec.memory_mb) or (sig == signal.SIGKILL and _cgroup_oom_kills() > oom_kills))
     return RunOutcome(
         rc, sig, timed_out, oom, interrupted, wall, log_path, sink.truncated, prefix is not None
     )
@@ -231,7 +238,7 @@ def kill_leftovers(archive_dir: Path) -> list[int]:
     for pid_file in Path(archive_dir).glob("**/" + PID_NAME):
         try:
             pid = int(pid_file.read_text().strip())
-            ours = os.getpgid(pid) == pid and b"ALR_RUN_DIR=" in Path(f"/proc/{pid}/environ").read_bytes()
+            ours = os.getpgid(pid) == pid and _run_dir_of(pid) == pid_file.parent.resolve()
         except (ValueError, OSError):
             ours = False
         if ours and _killpg(pid, signal.SIGKILL):  # not our child: nothing to wait for politely
@@ -338,6 +345,38 @@ def _leader_running(pid: int) -> bool:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
     except ChildProcessError:
         return False
+
+
+def _home_env(home: Path | None) -> dict[str, str]:
+    """HOME (and the caches that default to it) for a run that must not see the user's home.
+    The data cache stays where prepare.py put it; the kept folder keeps compile caches warm."""
+    if home is None:
+        return {}
+    Path(home).mkdir(parents=True, exist_ok=True)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    data = os.environ.get("ALR_CACHE_DIR") or str(Path(cache) / "auto-log-research")
+    return {"HOME": str(home), "ALR_CACHE_DIR": str(Path(data).expanduser())}
+
+
+def _run_dir_of(pid: int) -> Path | None:
+    """The ALR_RUN_DIR a process was started with (how a run of ours is told from a recycled pid)."""
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if item.startswith(b"ALR_RUN_DIR="):
+            return Path(os.fsdecode(item[len(b"ALR_RUN_DIR="):])).resolve()
+    return None
+
+
+def _cgroup_oom_kills() -> int:
+    """Processes the kernel's OOM killer ended in this cgroup so far (cgroup v2; 0 if unknown).
+    A run killed by SIGKILL while this count rose was killed for memory, not by someone."""
+    try:
+        for line in Path("/sys/fs/cgroup/memory.events").read_text().splitlines():
+            name, _, count = line.partition(" ")
+            if name == "oom_kill":
+                return int(count)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _looks_oom(sink: _LogSink, sig: int | None, memory_mb: int | None) -> bool:

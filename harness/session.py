@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness import atomic, guard, runner
+from harness import atomic, guard, procs, runner
 from harness.config import load_config
 from harness.errors import FatalError, UsageError
 from harness.events import Reporter, null_reporter
@@ -80,6 +80,11 @@ def init(lab: Lab, tag: str | None, baseline_runs: int | None) -> Row:
         raise UsageError(f"uncommitted changes to {', '.join(dirty[:5])}",
                          hint="commit or stash them first: the baseline must be a commit")
     lab.check_target_files()
+    untracked = [n for n in (*cfg.target.editable, *cfg.target.immutable) if not repo.has_file("HEAD", n)]
+    if untracked:
+        raise UsageError(f"{', '.join(untracked)} not committed: the baseline must be a commit that has it",
+                         hint=f"git add {' '.join(untracked)} && git commit -m 'research target'")
+    lab.prepared_files()  # "the data is not prepared" now, before a branch is made
     if not resuming:
         name = cfg.branch_prefix + (tag or datetime.now().strftime("%b%d").lower())
         if repo.branch_exists(name):
@@ -89,10 +94,14 @@ def init(lab: Lab, tag: str | None, baseline_runs: int | None) -> Row:
         exclude_archive(repo, cfg.archive_dir_name)
         atomic.write_text(lab.meta_path, json.dumps({
             "branch": name, "tag": tag, "created": now(), "metric": cfg.target.metric,
-            "direction": cfg.target.direction, "base": repo.head()}, indent=2))
+            "direction": cfg.target.direction, "base": repo.head(), "target": cfg.target.record()}, indent=2))
     else:
         lab.lock.acquire()
     try:
+        if lab.lock.previous is not None:  # an init that was killed: its baseline run may still go on
+            for pid in runner.kill_leftovers(lab.archive):
+                lab.emit("message", text=f"stopped run pid {pid}, left running by the init that was killed",
+                         level="info")
         lab.capture_manifest()
         lab.notes.ensure(lab_description(lab), cfg.target.metric, cfg.target.direction)
         return measure_baseline(lab, runs)
@@ -114,8 +123,8 @@ def measure_baseline(lab: Lab, runs: int) -> Row:
         run_dir = lab.archive / commit if i == 0 else lab.archive / commit / f"seed{SEEDS[i]}"
         result = lab.run_once(0, run_dir, SEEDS[i % len(SEEDS)])
         if result.value is None:
-            raise FatalError(f"the baseline run failed: {result.failure}",
-                             hint=f"see {result.run_dir / 'run.log'}; fix the unmodified code, then `harness init` again")
+            raise FatalError(f"the baseline run failed: {result.failure} (see {result.run_dir / 'run.log'}; "
+                             "fix it, then `harness init` again)")
         results.append(result)
     values = tuple(r.value for r in results if r.value is not None)
     row = Row(commit=commit, value=sum(values) / len(values), memory_gb=results[0].memory_gb, status="baseline",
@@ -126,20 +135,43 @@ def measure_baseline(lab: Lab, runs: int) -> Row:
     return row
 
 
-def recover(lab: Lab) -> list[str]:
+def save_unfinished_edit(lab: Lab, experiment: int | None) -> Path | None:
+    """Copy the uncommitted editable files into <archive>/interrupted/<experiment>/ before they
+    are discarded (an agent's half-made edit, or the user's own: either way nothing is lost)."""
+    changed = [c for c in lab.repo.changes(lab.exclude) if c.path in lab.cfg.target.editable]
+    if not changed:
+        return None
+    where = lab.archive / "interrupted" / f"{experiment if experiment is not None else 'unknown'}-{int(time.time())}"
+    where.mkdir(parents=True, exist_ok=True)
+    for c in changed:
+        src = lab.repo.root / c.path
+        if src.is_file():
+            atomic.write_bytes(where / c.path.replace("/", "__"), src.read_bytes(), fsync=False)
+    return where
+
+
+def recover(lab: Lab, *, discard_unfinished: bool = True) -> list[str]:
     """Bring the repository back to a consistent state after an interruption. Returns what was
-    done, one line each. Call with the lock held."""
+    done, one line each. Call with the lock held. `discard_unfinished=False` (harness run) leaves
+    the editable files as they are: there they are the user's edit to test."""
     done = []
     repo, editable = lab.repo, lab.cfg.target.editable
     prev = lab.lock.previous
     if prev is not None:
         for pid in runner.kill_leftovers(lab.archive):
             done.append(f"stopped run pid {pid}, left running by the harness that was killed")
-    if prev is not None and prev.phase in ("agent", "guard", "commit"):  # commit: maybe `git add`ed, not committed
+        for pid in procs.kill_marked(lab.archive):
+            done.append(f"stopped agent process {pid}, left running by the harness that was killed")
+    # "agent"/"guard" only happen in `harness loop`: that edit is the agent's, whoever recovers.
+    if prev is not None and (prev.phase in ("agent", "guard") or prev.phase == "commit" and discard_unfinished):
+        # commit: maybe `git add`ed, not committed. The edit is kept in the archive, not lost.
+        kept = save_unfinished_edit(lab, prev.experiment)
         snap = guard.snapshot(repo, lab.exclude)
         guard.discard_edits(repo, repo.head(), snap, editable, lab.exclude)
-        done.append(f"discarded the unfinished edit of interrupted experiment {prev.experiment}")
-    dirty = user_changes(lab)
+        if kept:
+            done.append(f"discarded the unfinished edit of interrupted experiment {prev.experiment} "
+                        f"(a copy is in {kept.relative_to(repo.root)})")
+    dirty = [p for p in user_changes(lab) if discard_unfinished or p not in editable]
     if dirty:
         raise UsageError(f"uncommitted changes to {', '.join(dirty[:5])}",
                          hint="test them with `harness run -m 'what changed'`, or commit/stash them first")
@@ -149,11 +181,16 @@ def recover(lab: Lab) -> list[str]:
     recorded = {r.commit for r in lab.rows()}
     pending = {sha for _, sha in lab.pending_attempts()}
     if head != best.commit and head in recorded:
+        if not discard_unfinished and any(c.path in editable for c in repo.changes(lab.exclude)):
+            raise UsageError(f"HEAD ({head[:7]}) is an attempt already recorded (the harness was stopped before "
+                             f"it went back to the best, {best.short}), and your edit sits on top of it",
+                             hint="`git stash && harness run; git stash pop` (that run only puts HEAD back on "
+                                  "the best), then `harness run` again to test your edit")
         lab.reset_to_best()
         done.append(f"reset to the best ({best.short}): the last attempt was recorded but not reset")
     elif head != best.commit and head not in pending and (n := _adopt_unreferenced_attempt(lab, head)) is not None:
         done.append(f"experiment {n} ({head[:7]}) was committed but its ref not written: it runs again")
-    elif head != best.commit and head not in pending:
+    elif head != best.commit and head not in pending and discard_unfinished:  # `harness run` tests such a HEAD
         raise UsageError(f"HEAD ({head[:7]}) is neither the best ({best.short}) nor a recorded attempt",
                          hint=f"test it with `harness run`, or go back with `git reset --hard {best.short}`")
     last = lab.rows()[-1]

@@ -23,7 +23,7 @@ from harness.agents.aider import (
     parse_llm_history,
     parse_usage,
 )
-from harness.agents.base import AgentContext, TargetInfo
+from harness.agents.base import AgentContext, TargetInfo, Usage
 from harness.caps import Caps
 from harness.config import AgentSettings
 from harness.errors import AgentError, AgentSetupError, AgentTimeout, CapExceeded
@@ -146,15 +146,45 @@ def test_real_aider_reply_without_edit_is_no_change_over_sse(repo, server, aider
 @pytest.mark.slow
 def test_real_aider_api_error_is_an_agent_error(repo, server, aider_bin, tmp_path):
     # aider exits 0 after a failed model call; the backend must still report the failure
-    server.enqueue([error(401, "invalid api key")])
+    server.enqueue([error(404, "The model `fake-model` does not exist")])
     agent = make_agent(repo, aider_bin, aider_env(tmp_path, server), tmp_path)
 
-    with pytest.raises(AgentError, match="no reply from the model"):
+    with pytest.raises(AgentError, match="no reply from the model") as info:
         agent.propose(context(repo))
 
+    assert not info.value.transient  # a rejected model fails the same way every time
     assert (repo / "train.py").read_text() == TRAIN
     (call,) = calls(repo)
-    assert "no reply" in call["error"] and "AuthenticationError" in call["response"]
+    assert "no reply" in call["error"] and "does not exist" in call["response"]
+
+
+@pytest.mark.slow
+def test_real_aider_rejected_key_is_a_setup_error(repo, server, aider_bin, tmp_path):
+    server.enqueue([error(401, "Incorrect API key provided")])
+    agent = make_agent(repo, aider_bin, aider_env(tmp_path, server), tmp_path)
+
+    with pytest.raises(AgentSetupError, match=r"^aider: the model's API rejected the key \(AuthenticationError\)$"):
+        agent.propose(context(repo))
+
+    (call,) = calls(repo)
+    assert "AgentSetupError" in call["error"] and "AuthenticationError" in call["response"]
+
+
+@pytest.mark.slow
+def test_real_aider_with_a_local_model_costs_nothing(repo, server, aider_bin, tmp_path):
+    """openai/<name> on a localhost base URL is a local model: free to estimate and to run, so a
+    cost cap does not stop it (aider prints no cost without model metadata)."""
+    server.enqueue([text(EDIT)])
+    agent = AiderAgent(AgentSettings(name="aider", model=MODEL, timeout_s=120),
+                       LlmLog.in_archive(repo / ".auto-log-research"), Caps(max_cost=0.0001),
+                       binary=aider_bin, env=aider_env(tmp_path, server), extra_args=["--edit-format", "diff"])
+
+    proposal = agent.propose(context(repo))
+
+    assert "MATRIX_LR = 0.05" in (repo / "train.py").read_text()
+    assert proposal.usage.tokens > 0 and proposal.usage.cost_usd == 0
+    (call,) = calls(repo)
+    assert call["cost_usd"] == 0 and call["note"] == "a local model: cost 0"
 
 
 @pytest.mark.slow
@@ -217,7 +247,7 @@ def test_cost_cap_stops_before_aider_runs(repo, server, tmp_path):
     binary.write_text("#!/bin/sh\ntouch ran\n")
     binary.chmod(0o755)
     agent = make_agent(repo, str(binary), aider_env(tmp_path, server), tmp_path,
-                       caps=Caps(max_cost=0.0001))
+                       caps=Caps(max_cost=0.0001), model="anthropic/claude-sonnet-4-5")  # hosted: not free
 
     with pytest.raises(CapExceeded):
         agent.propose(context(repo))
@@ -263,6 +293,55 @@ def test_fake_server_answers_json_sse_and_models(server):
 # --- parsing aider's output (canned text) ----------------------------------------------------
 
 
+def test_summary_model_is_aiders_weak_model_unless_none(repo, tmp_path):
+    weak = build_command("aider", context(repo), AgentSettings(summary_model="gpt-4.1-mini"), tmp_path)
+    assert weak[weak.index("--weak-model") + 1] == "gpt-4.1-mini"
+    assert "--weak-model" not in build_command("aider", context(repo), AgentSettings(summary_model="none"), tmp_path)
+
+
+def test_local_models_and_prices():
+    from harness import pricing
+
+    assert pricing.is_local("ollama_chat/qwen2.5-coder:32b", {})
+    assert pricing.is_local("ollama/llama3", {"OPENAI_API_BASE": "https://api.example.com/v1"})
+    assert pricing.is_local("openai/qwen", {"OPENAI_API_BASE": "http://127.0.0.1:8000/v1"})
+    assert pricing.is_local("gpt-4.1", {"OPENAI_BASE_URL": "http://localhost:11434/v1"})
+    assert not pricing.is_local("openai/gpt-4.1", {})
+    assert not pricing.is_local("anthropic/claude-sonnet-4-5", {"OPENAI_API_BASE": "http://127.0.0.1:8000/v1"})
+    assert not pricing.is_local("claude-sonnet-4-5", {"OPENAI_API_BASE": "http://127.0.0.1:8000/v1"})
+    assert pricing.estimate("ollama/llama3", 10_000, 8_000)[0] == 0
+    assert pricing.estimate("openai/qwen", 10_000, 8_000, local=True)[0] == 0
+
+
+def test_priced_usage_local_hosted_and_unknown(capsys):
+    from harness.agents.aider import priced_usage
+
+    line = "Tokens: 10k sent, 1k received.\n"
+    assert priced_usage(line, "openai/qwen", local=True) == (Usage(10_000, 1_000, 0, 0.0), "a local model: cost 0")
+    usage, note = priced_usage(line, "anthropic/claude-sonnet-4-5")
+    assert usage.cost_usd == pytest.approx((10_000 * 3 + 1_000 * 15) / 1e6) and "harness.pricing" in note
+    usage, note = priced_usage(line, "openrouter/some-new-model")
+    assert usage.cost_usd == pytest.approx((10_000 * 15 + 1_000 * 75) / 1e6)  # the conservative default
+    assert "most expensive tier" in note
+    priced_usage(line, "openrouter/some-new-model")
+    assert capsys.readouterr().err.count("most expensive tier") == 1  # said once, not per call
+    reported = "Tokens: 10k sent, 1k received. Cost: $0.0123 message\n"
+    assert priced_usage(reported, "openrouter/some-new-model") == (Usage(10_000, 1_000, 0, 0.0123), None)
+
+
+def test_no_reply_errors_say_whether_they_may_pass():
+    from harness.agents.aider import no_reply_error
+
+    auth = no_reply_error("litellm.AuthenticationError: OpenAIException - Incorrect API key provided")
+    assert isinstance(auth, AgentSetupError)
+    limited = no_reply_error("litellm.RateLimitError: rate limited\nRetrying in 0.2 seconds...")
+    assert isinstance(limited, AgentError) and limited.transient
+    gone = no_reply_error("litellm.APIConnectionError: Connection refused")
+    assert gone.transient
+    missing = no_reply_error("litellm.NotFoundError: The model `x` does not exist")
+    assert not missing.transient
+
+
 def test_parse_usage_sums_messages_and_takes_the_session_cost():
     output = ("Tokens: 2.1k sent, 45 received. Cost: $0.0069 message, $0.0069 session.\n"
               "Applied edit to train.py\n"
@@ -272,6 +351,8 @@ def test_parse_usage_sums_messages_and_takes_the_session_cost():
     assert (usage.tokens_in, usage.tokens_out, usage.tokens_cached) == (14100, 345, 1200)
     assert usage.cost_usd == pytest.approx(0.05) and priced
     assert parse_usage("Tokens: 950 sent, 12 received.\n") [1] is False
+    messages_only = "Cost: $0.01 message\nCost: $0.02 message\n"  # no cumulative figure: summed
+    assert parse_usage(messages_only)[0].cost_usd == pytest.approx(0.03)
 
 
 def test_parse_llm_history_reads_requests_and_replies():

@@ -72,6 +72,8 @@ def test_real_claude_edits_train_py_and_is_refused_everything_else(repo, server,
         tool_use("Read", {"file_path": str(prepare)}),
         tool_use("Edit", {"file_path": str(prepare), "old_string": "FIXED = 1", "new_string": "FIXED = 2"}),
         tool_use("Bash", {"command": "touch hacked.txt", "description": "try a shell"}),
+        tool_use("Read", {"file_path": "/etc/passwd"}),  # outside the repository: denied
+        tool_use("Glob", {"pattern": "*", "path": "/etc"}),
         tool_use("Read", {"file_path": str(insights)}),
         tool_use("Edit", {"file_path": str(insights), "old_string": "## Current Best\n",
                           "new_string": "## Current Best\n- LR 0.01 is low\n"}),
@@ -86,9 +88,13 @@ def test_real_claude_edits_train_py_and_is_refused_everything_else(repo, server,
     status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
     assert status.splitlines() == [" M train.py"]  # Claude Code left nothing else in the tree
     assert proposal.description == "LR 0.01 -> 0.02: the loss curve is still falling steeply"
-    assert proposal.details["num_turns"] == 8
-    (denial,) = proposal.details["permission_denials"]  # the Edit of prepare.py
-    assert (denial["tool_name"], denial["tool_input"]["file_path"]) == ("Edit", str(prepare))
+    assert proposal.details["num_turns"] == 10
+    denials = [(d["tool_name"], d["tool_input"].get("file_path") or d["tool_input"].get("path"))
+               for d in proposal.details["permission_denials"]]
+    assert denials == [("Edit", str(prepare)), ("Read", "/etc/passwd"), ("Glob", "/etc")]
+    assert proposal.details["denied_tools"] == ["Edit", "Glob", "Read"]
+    reads = [json.dumps(r.body["messages"][-1]["content"]) for r in server.script_requests[6:8]]
+    assert all("Permission to use" in r and "root:" not in r for r in reads)  # /etc/passwd never reached the model
     assert proposal.usage.cost_usd > 0 and proposal.usage.tokens_in > 0
     assert server.remaining == 0
 
@@ -104,6 +110,10 @@ def test_real_claude_edits_train_py_and_is_refused_everything_else(repo, server,
     assert (call["backend"], call["stage"], call["experiment"], call["error"]) == ("claude", "propose", 3, None)
     assert call["cost_usd"] == pytest.approx(proposal.usage.cost_usd, rel=1e-3)
     assert [c["name"] for c in call["tool_calls"]][:2] == ["Read", "Edit"]
+    # the denials are in the log too, not dropped
+    assert call["details"]["num_turns"] == 10 and call["details"]["denied_tools"] == ["Edit", "Glob", "Read"]
+    assert [d["tool_input"].get("file_path") for d in call["details"]["permission_denials"]][:2] == [
+        str(prepare), "/etc/passwd"]
     assert "sk-ant-test-0123456789" not in (repo / ".auto-log-research" / "llm_calls.jsonl").read_text()
 
 
@@ -162,7 +172,9 @@ def test_not_logged_in_and_the_command_line(repo, tmp_path):
     assert argv[argv.index("--max-turns") + 1] == "7"
     assert argv[argv.index("--permission-mode") + 1] == "dontAsk"
     assert "Bash" not in argv[argv.index("--tools") + 1]
-    assert "Edit(./train.py)" in argv[argv.index("--allowedTools") + 1]
+    allowed = argv[argv.index("--allowedTools") + 1].split(",")
+    assert "Edit(./train.py)" in allowed
+    assert "Read(./**)" in allowed and not {"Read", "Glob", "Grep"} & set(allowed)  # reads stay in the repo
     assert "SyntaxError on line 3" in sent["stdin"]  # the prompt goes on stdin, with the retry reason
 
 
@@ -277,13 +289,87 @@ def test_max_turns_reached_still_returns_the_edits_made(repo, server, claude_bin
     assert call["error"] is None and "maximum number of turns" in call["note"]
 
 
-def test_claude_is_given_the_remaining_budget_and_stops_at_it(repo, server, claude_bin, tmp_path):
+def test_claude_is_given_the_remaining_budget_less_one_turn_and_stays_under_the_cap(
+        repo, server, claude_bin, tmp_path):
+    """Claude Code checks --max-budget-usd after each turn, so it passes it by one turn: the
+    harness passes what is left of --max-cost less one turn's reserve, and the spend stays under."""
     server.enqueue([tool_use("Read", {"file_path": str(repo / "train.py")})] * 30)
     a = agent(repo, claude_bin, claude_env(tmp_path, server))
-    a.caps = Caps(max_cost=0.40)  # passes the pre-call estimate; Claude Code's turns cost ~$0.09 each here
+    a.caps = Caps(max_cost=0.40, max_tokens=None)
+    a.caps.add(0.05, 0)  # spent earlier in the night
     with pytest.raises(CapExceeded, match="claude reached the --max-cost budget"):
         a.propose(context(repo))
-    assert 2 <= len(server.script_requests) < 30
+    assert 2 <= len(server.script_requests) < 30  # Claude Code's turns cost ~$0.09 each here
     (call,) = read_calls(repo / ".auto-log-research" / "llm_calls.jsonl")
-    assert call["cost_usd"] > 0.40 and "cost cap" in call["error"]
-    assert a.caps.spent_cost > 0.40
+    assert "cost cap" in call["error"] and call["details"]["subtype"] == "error_max_budget_usd"
+    reserve, _ = a.turn_reserve("claude-sonnet-4-6", len("Improve val_bpb by editing train.py."))
+    assert call["cost_usd"] >= 0.35 - reserve  # it spent its share ...
+    assert a.caps.spent_cost <= 0.40  # ... and the night stayed under --max-cost
+
+
+def test_no_budget_left_after_the_reserve_stops_before_claude_starts(repo, server, claude_bin, tmp_path):
+    a = agent(repo, claude_bin, claude_env(tmp_path, server))
+    reserve, _ = a.turn_reserve("claude-sonnet-4-6", 1000)
+    a.caps = Caps(max_cost=reserve * 0.9)  # above the old whole-run estimate would not matter: one turn does not fit
+    with pytest.raises(CapExceeded, match="the next call would pass --max-cost"):
+        a.propose(context(repo))
+    assert server.requests == []
+
+
+def test_rate_limit_after_claude_codes_retries_is_a_transient_error(repo, server, claude_bin, tmp_path):
+    server.enqueue([error(429, "slow down", sticky=True)])
+    env = {**claude_env(tmp_path, server), "CLAUDE_CODE_MAX_RETRIES": "0"}
+    with pytest.raises(AgentError, match="claude reported an error") as info:
+        agent(repo, claude_bin, env).propose(context(repo))
+    assert info.value.transient and not isinstance(info.value, AgentSetupError)
+
+
+def test_a_rejected_model_is_not_transient(repo, server, claude_bin, tmp_path):
+    server.enqueue([error(404, "model: claude-nonexistent-9", sticky=True)])
+    env = {**claude_env(tmp_path, server), "CLAUDE_CODE_MAX_RETRIES": "0"}
+    with pytest.raises(AgentError) as info:
+        agent(repo, claude_bin, env).propose(context(repo))
+    assert not info.value.transient
+
+
+def test_claude_codes_api_retries_are_counted(repo, server, claude_bin, tmp_path):
+    server.enqueue([error(529), text("nothing to change")])
+    agent(repo, claude_bin, claude_env(tmp_path, server)).propose(context(repo))
+    (call,) = read_calls(repo / ".auto-log-research" / "llm_calls.jsonl")
+    assert call["retries"] == 1 and call["error"] is None
+
+
+def test_rejected_key_after_an_edit_is_a_setup_error_with_its_spend_logged(repo, server, claude_bin, tmp_path):
+    train = repo / "train.py"
+    server.enqueue([tool_use("Read", {"file_path": str(train)}),
+                    tool_use("Edit", {"file_path": str(train), "old_string": "LR = 0.01", "new_string": "LR = 0.03"}),
+                    error(401, "invalid x-api-key", "authentication_error", sticky=True)])
+    env = {**claude_env(tmp_path, server), "CLAUDE_CODE_MAX_RETRIES": "0"}
+    with pytest.raises(AgentSetupError, match="log in") as info:
+        agent(repo, claude_bin, env).propose(context(repo))
+    assert "LR = 0.03" in train.read_text()  # the edit happened; the loop restores the tree
+    (call,) = read_calls(repo / ".auto-log-research" / "llm_calls.jsonl")
+    assert call["cost_usd"] > 0 and "AgentSetupError" in call["error"]
+    assert info.value.usage.cost_usd == pytest.approx(call["cost_usd"], rel=1e-3)
+
+
+def test_summary_stage_is_one_tool_less_call_with_the_summary_model(repo, server, claude_bin, tmp_path):
+    archive = repo / ".auto-log-research"
+    (archive / "abc1234").mkdir()
+    (archive / "abc1234" / "analysis.md").write_text("val_bpb 1.51 vs 1.50: worse; the loss spiked at step 40.\n")
+    ctx = context(repo, history=({"experiment": 2, "commit": "abc1234", "status": "discard",
+                                  "description": "LR 0.01 -> 0.05", "value": 1.51},))
+    server.enqueue_summary([text("LR 0.05 spiked at step 40: too high without warmup")])
+    server.enqueue([text("nothing worth changing")])
+    proposal = agent(repo, claude_bin, claude_env(tmp_path, server), summary_model="claude-haiku-4-5").propose(ctx)
+
+    (summary,) = server.summary_requests
+    assert summary.body["model"] == "claude-haiku-4-5" and not summary.body.get("tools")
+    assert len(json.dumps(summary.body["system"])) < 3000  # its own small system prompt, not Claude Code's
+    assert "the loss spiked at step 40" in json.dumps(summary.body["messages"])
+    assert server.script_requests[0].body["model"] == "claude-sonnet-4-6"
+    summary_call, propose_call = read_calls(archive / "llm_calls.jsonl")
+    assert (summary_call["stage"], summary_call["model"], summary_call["error"]) == ("summary", "claude-haiku-4-5", None)
+    assert propose_call["stage"] == "propose"
+    assert "(exp 2) LR 0.05 spiked at step 40: too high without warmup" in (archive / "insights.md").read_text()
+    assert proposal.usage.cost_usd == pytest.approx(summary_call["cost_usd"] + propose_call["cost_usd"], rel=1e-3)

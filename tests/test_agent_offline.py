@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.research import harness, harness_env
 
 from harness import knobs as kn
 from harness.agents.base import AgentContext, TargetInfo
@@ -76,7 +77,8 @@ class ScriptedLoop:
         self.experiment = 1
 
     def values(self) -> dict:
-        return {k.name: k.value for k in kn.read_knobs((self.repo / self.file).read_text()).values()}
+        source = (self.repo / self.file).read_text()
+        return {k.name: k.value for k in kn.read_knobs(source, python=kn.is_python(self.file)).values()}
 
     def context(self, in_flight: tuple[str, ...] = ()) -> AgentContext:
         return AgentContext(workdir=self.repo, archive_dir=self.archive, experiment=self.experiment,
@@ -383,3 +385,86 @@ def test_fingerprints_ignore_comments_spacing_and_spelling_but_not_code():
     assert fingerprint(base) == fingerprint("N = 4096\nLR   = 0.0003   # other comment\n\ndef f():\n    return N\n")
     assert fingerprint(base) != fingerprint(base.replace("2**12", "2**13"))
     assert fingerprint(base) != fingerprint(base.replace("return N", "return N + 1"))
+
+
+# --- any file with UPPER_CASE numeric knobs, either direction -----------------------------------
+
+CONFIG_TOML = """\
+# solver settings (a TOML file: not Python)
+title = "toy"
+SEED = 7                 # never tuned
+MATRIX_LR = 0.04         # main LR
+TOTAL_BATCH_SIZE = 8192  # tokens per step
+DEPTH: 4                 ; YAML/INI-style lines count too
+  NESTED = 3             # indented: not a knob
+NAME = "not a number"
+
+[extra]
+WARMDOWN_RATIO = 0.5
+"""
+
+
+def test_knobs_of_a_config_file_are_read_and_set_byte_for_byte():
+    knobs = kn.read_knobs(CONFIG_TOML, python=False)
+    assert {k: v.value for k, v in knobs.items()} == {"SEED": 7, "MATRIX_LR": 0.04, "TOTAL_BATCH_SIZE": 8192,
+                                                       "DEPTH": 4, "WARMDOWN_RATIO": 0.5}
+    edited = kn.set_knob(CONFIG_TOML, "MATRIX_LR", 0.06, python=False)
+    diff = [(a, b) for a, b in zip(CONFIG_TOML.splitlines(), edited.splitlines(), strict=True) if a != b]
+    assert diff == [("MATRIX_LR = 0.04         # main LR", "MATRIX_LR = 0.06         # main LR")]
+    assert "DEPTH: 5                 ; YAML" in kn.set_knob(CONFIG_TOML, "DEPTH", 5, python=False)
+    assert "MATRIX_LR = 3.0e-5 " in kn.set_knob(CONFIG_TOML, "MATRIX_LR", 3e-5, python=False)  # YAML-safe float
+    assert fingerprint(CONFIG_TOML, python=False) == fingerprint(
+        CONFIG_TOML.replace("0.04         # main LR", "4e-2 # other comment"), python=False)
+    assert fingerprint(CONFIG_TOML, python=False) != fingerprint(edited, python=False)
+
+
+def test_the_offline_agent_turns_the_knobs_of_a_non_python_file(tmp_path: Path):
+    loop = ScriptedLoop(tmp_path, source=CONFIG_TOML, file="params.toml",
+                        score=lambda v: 1.0 + abs(v["MATRIX_LR"] - 0.09) + abs(v["WARMDOWN_RATIO"] - 0.7))
+    seen = []
+    for _ in range(6):
+        proposal, row = loop.step()
+        seen.append((proposal.description.split(" (")[0], row.status))
+    assert seen == [("MATRIX_LR 0.04 -> 0.06", "keep"), ("MATRIX_LR 0.06 -> 0.135", "discard"),
+                    ("TOTAL_BATCH_SIZE 8192 -> 4096", "discard"), ("DEPTH 4 -> 3", "discard"),
+                    ("WARMDOWN_RATIO 0.5 -> 0.6", "keep"), ("WARMDOWN_RATIO 0.6 -> 0.7714", "keep")]
+    depth = git(loop.repo, "show", "refs/auto-log-research/attempts/0004:params.toml")
+    assert "DEPTH: 3                 ; YAML/INI-style lines count too" in depth  # the file's own syntax
+    text = (loop.repo / "params.toml").read_text()
+    assert 'title = "toy"' in text and "SEED = 7 " in text and "  NESTED = 3" in text
+    assert loop.best_value == pytest.approx(1.0 + 0.03 + 0.0714)
+
+
+TOY_SCORE = """\
+import tomllib
+with open("params.toml", "rb") as f:
+    p = tomllib.load(f)
+print("---")
+print(f"score: {10 - (p['X'] - 4) ** 2:.6f}")
+"""
+
+
+def test_offline_on_a_toml_file_with_a_max_metric_through_the_cli(tmp_path: Path):
+    """Higher is better here: the agent's first move up (X 1 -> 1.5) raises the score and must
+    be kept, a second bigger one too, and the third overshoots (worse, discarded)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.toml").write_text("X = 1.0  # the score peaks at X = 4\n")
+    (repo / "score.py").write_text(TOY_SCORE)
+    (repo / "harness.toml").write_text(
+        'editable = ["params.toml"]\nimmutable = ["score.py"]\nrun_command = "python score.py"\n'
+        'metric = "score"\ndirection = "max"\nbudget = 30\ngrace_s = 30\nmin_delta = 0.01\n')
+    (repo / ".gitignore").write_text("__pycache__/\n")
+    for args in (["init", "-q", "-b", "main"], ["config", "user.name", "T"], ["config", "user.email", "t@e.com"],
+                 ["add", "-A"], ["commit", "-qm", "start"]):
+        git(repo, *args)
+    env = harness_env({})
+    for args in (["init", "--tag", "t", "-q"], ["loop", "-q", "--max-experiments", "3"]):
+        result = harness(repo, env, *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+    rows = Ledger(repo / ".auto-log-research" / "results.tsv", "score").rows()
+    assert [r.status for r in rows] == ["baseline", "keep", "keep", "discard"]
+    assert [r.description.split(" (")[0] for r in rows[1:]] == ["X 1.0 -> 1.5", "X 1.5 -> 3.375", "X 3.375 -> 17.09"]
+    assert rows[2].value > rows[1].value > rows[0].value
+    assert (repo / "params.toml").read_text() == "X = 3.375  # the score peaks at X = 4\n"
+    assert "score: higher is better" in harness(repo, env, "log").stdout

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from fakes.messages_server import MessagesServer, error, text, tool_use, tool_uses
+from fakes.messages_server import CANNED_LESSON, MessagesServer, error, slow, text, tool_use, tool_uses
 from fakes.openai_server import OpenAIServer, search_replace
 from fakes.openai_server import error as openai_error
 from fakes.openai_server import text as openai_text
@@ -201,7 +204,12 @@ def test_anthropic_backend_three_experiments_through_the_loop(toy, messages, tmp
     assert "3 experiments, 2 kept" in out
     recorded = assert_three_attempts_recorded(toy, env, "anthropic", STATUSES)
     assert [r.description for r in recorded[1:]] == [f"{o} -> {n}: move toward the optimum" for o, n in EDITS]
-    assert len(llm_log(toy, env, "--experiment", "2", "--json")) == 3  # one line per model turn
+    assert len(llm_log(toy, env, "--experiment", "2", "--stage", "propose", "--json")) == 3  # one per turn
+    # the summary stage: before experiments 2 and 3, one cheap call turned the last analysis into a lesson
+    summaries = llm_log(toy, env, "--stage", "summary", "--json")
+    assert [(c["experiment"], c["model"]) for c in summaries] == [(2, "claude-haiku-4-5"), (3, "claude-haiku-4-5")]
+    assert all(not r.body.get("tools") for r in messages.summary_requests) and len(messages.summary_requests) == 2
+    assert f"(exp 1) {CANNED_LESSON}" in (archive(toy) / "insights.md").read_text()
     notes = (archive(toy) / "insights.md").read_text()
     assert all(f"- anthropic exp {n}:" in notes for n in (1, 2, 3)) and "## Current Best" in notes
     assert all(f"- [ ] anthropic idea {n}" in (archive(toy) / "ideas_queue.md").read_text() for n in (1, 2, 3))
@@ -250,7 +258,8 @@ def test_cost_cap_below_one_call_stops_before_calling(backend, toy, messages, op
     elif backend == "anthropic":
         env, model = anthropic_env(tmp_path, messages), "claude-sonnet-4-6"
     else:
-        env, model = aider_env(tmp_path, openai, request.getfixturevalue("aider_bin")), AIDER_MODEL
+        # a hosted model: the stand-in on localhost would make openai/fake-model local, and free
+        env, model = aider_env(tmp_path, openai, request.getfixturevalue("aider_bin")), "anthropic/claude-sonnet-4-5"
     done = loop(toy, env, "--agent", backend, "--model", model, "--max-cost", "0.0001", "--max-experiments", "3")
 
     line = done.stdout.strip().splitlines()[-1]
@@ -459,3 +468,81 @@ def test_max_turns_bounds_a_model_that_never_edits(toy, messages, tmp_path):
     (row,) = rows(toy)[1:]
     assert (row.status, row.failure) == ("agent_error", "AgentError: no edit after 2 model turns (--max-turns 2)")
     assert len(messages.script_requests) == 2 and row.tokens > 0  # what the turns cost is still counted
+
+
+# --- caps are per night: a loop killed and started again goes on counting ------------------------
+
+
+def test_cost_cap_counts_the_spend_of_a_killed_invocation(toy, messages, tmp_path):
+    costly = {"input_tokens": 100_000, "output_tokens": 0}  # $0.30 a call at claude-sonnet-4-6's $3/M
+
+    def edit(old: str, new: str):
+        return tool_uses([("replace_in_file", {"path": "model.py", "old_string": old, "new_string": new}),
+                          ("finish", {"description": f"{old} -> {new}"})], usage=costly)
+
+    messages.enqueue([edit("X = 3.0", "X = 2.0"), slow(edit("Y = 1.0", "Y = 1.5"), 300)])
+    env = anthropic_env(tmp_path, messages)
+    args = ["loop", "-q", "--agent", "anthropic", "--max-cost", "1.00"]
+    first = subprocess.Popen([str(Path(sys.executable).parent / "harness"), *args], cwd=toy, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(messages.script_requests) < 2 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.1)
+    assert len(messages.script_requests) == 2, first.communicate()
+    os.killpg(first.pid, signal.SIGKILL)  # kill -9 while experiment 2's call is in flight
+    first.communicate()
+    spent_before = sum(c["cost_usd"] for c in llm_log(toy, env, "--json"))
+    assert 0.30 <= spent_before < 0.31  # experiment 1's call and experiment 2's summary
+    assert (archive(toy) / "caps_session.json").is_file()
+
+    # The same --max-cost again: $0.30 of it is gone, so two more $0.30 calls fit, not three.
+    messages.enqueue([edit("Y = 1.0", "Y = 1.5"), edit("X = 2.0", "X = 1.5"), edit("Y = 1.5", "Y = 2.0")])
+    out = loop(toy, env, *args[2:]).stdout
+    calls = llm_log(toy, env, "--json")
+    total = sum(c["cost_usd"] for c in calls)
+    assert total <= 1.00
+    assert f"stopped: the next call would pass --max-cost $1.00 (spent ${total:.2f}, next ≈ $" in out
+    assert messages.remaining == 1  # a fresh count would have made the third call
+    assert len({c["session"] for c in calls}) == 1  # both invocations are one caps session
+    assert [r.status for r in rows(toy)] == ["baseline", "keep", "keep", "keep"]
+
+
+# --- an edit that does not parse goes back to the model once, then trains -----------------------
+
+
+def test_syntax_error_goes_back_to_the_model_and_the_fixed_edit_trains(toy, messages, tmp_path):
+    messages.enqueue([
+        tool_uses([("replace_in_file", {"path": "model.py", "old_string": "X = 3.0", "new_string": "X = = 2.0"}),
+                   ("finish", {"description": "X 3 -> 2"})]),
+        tool_uses([("replace_in_file", {"path": "model.py", "old_string": "X = = 2.0", "new_string": "X = 2.0"}),
+                   ("finish", {"description": "X 3 -> 2: toward the optimum"})]),
+    ])
+    env = anthropic_env(tmp_path, messages)
+    out = loop(toy, env, "--agent", "anthropic", "--max-experiments", "1").stdout
+
+    assert "1 experiments, 1 kept" in out
+    (row,) = rows(toy)[1:]
+    assert (row.status, row.description) == ("keep", "X 3 -> 2: toward the optimum")
+    assert (archive(toy) / row.commit / "run.log").is_file()  # it trained
+    retry_prompt = json.dumps(messages.script_requests[1].body["messages"][0]["content"])
+    assert "REJECTED" in retry_prompt and "X = = 2.0" not in git(toy, "show", f"{row.commit}:model.py")
+    assert "X = = 2.0" in retry_prompt or "line 1" in retry_prompt  # the parse error, as the guard saw it
+    assert len(llm_log(toy, env, "--experiment", "1", "--json")) == 2  # both tries logged, one row
+    assert row.tokens == sum(c["tokens_in"] + c["tokens_out"] for c in llm_log(toy, env, "--json"))
+
+
+# --- aider: a rejected key is one clear line; a local model costs nothing --------------------------
+
+
+@pytest.mark.slow
+def test_aider_rejected_key_stops_with_one_line(toy, openai, aider_bin, tmp_path):
+    openai.enqueue([openai_error(401, "Incorrect API key provided: dummy-ke***")])
+    env = aider_env(tmp_path, openai, aider_bin)
+    done = loop(toy, env, "--agent", "aider", "--model", AIDER_MODEL, "--max-experiments", "3", code=2)
+
+    assert done.stderr.startswith("error: aider: the model's API rejected the key (AuthenticationError)")
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 2
+    assert [r.status for r in rows(toy)] == ["baseline"] and git(toy, "status", "--porcelain") == ""
+    assert len(openai.chat_requests) == 1  # not tried again all night
+    (call,) = llm_log(toy, env, "--json")
+    assert "AgentSetupError" in call["error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import select
@@ -12,12 +13,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.error import HTTPError
+from urllib.parse import urlparse
 from urllib.request import urlopen
 
 import pytest
+import support.browser
 from support.archive import harness_command, init_repo, make_archive
-from support.browser import Browser, chromium_path
+from support.browser import browser_or_skip
 
+from harness.dashboard import Dashboard, host_allowed, make_server
 from harness.ledger import Ledger, Row
 
 SHOTS = Path(os.environ["HARNESS_SCREENSHOTS"]) if os.environ.get("HARNESS_SCREENSHOTS") else None
@@ -103,17 +107,15 @@ def test_state_endpoint_follows_the_ledger(served: tuple[Path, str]) -> None:
 
 
 def test_page_updates_itself_in_the_browser(served: tuple[Path, str], tmp_path: Path) -> None:
-    binary, reason = chromium_path()
-    if binary is None:
-        print(f"\n*** SKIPPING browser checks: {reason} ***")
-        pytest.skip(f"no headless browser: {reason}")
     repo, url = served
-    with Browser.launch(tmp_path) as b:
+    with browser_or_skip(tmp_path) as b:
         seconds = b.navigate(url)
         print(f"dashboard page loaded in the browser in {seconds:.2f} s")
         b.drain(2.5)  # at least one poll of /api/state
         assert "live: 12 experiments" in b.evaluate("document.getElementById('live-status').textContent")
+        generated = b.evaluate("document.getElementById('generated').textContent")
         b.screenshot((SHOTS or tmp_path) / "dashboard.png")
+        time.sleep(1.1)  # the header's time has a resolution of one second
         add_experiment(repo)
 
         def shows_new() -> bool:
@@ -123,9 +125,10 @@ def test_page_updates_itself_in_the_browser(served: tuple[Path, str], tmp_path: 
         wait_for(shows_new, 8, "the page showing the new experiment")
         assert b.evaluate("document.querySelectorAll('table.sortable tbody tr').length") == 13
         assert b.evaluate("document.querySelectorAll('b').length") == 1  # only the page's own <b> (metric)
+        assert b.evaluate("document.getElementById('generated').textContent") != generated  # refreshed on swap
         b.drain(2.5)
         assert b.messages == []
-        b.screenshot((SHOTS or tmp_path) / "dashboard-after.png")
+        b.screenshot((SHOTS or tmp_path) / "dashboard-after.png", full_page=True)
 
 
 def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
@@ -152,3 +155,104 @@ def test_dashboard_of_an_empty_archive(tmp_path: Path) -> None:
         assert "Nothing yet" in get(url)[0].decode()
     finally:
         assert stop(proc) == 0
+
+
+def request(url: str, host: str | None) -> tuple[int, bytes]:
+    """GET url with this Host header (None: none at all), as a rebinding page's fetch would send it."""
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.putrequest("GET", "/api/state", skip_host=True)
+    if host is not None:
+        conn.putheader("Host", host)
+    conn.endheaders()
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    return r.status, body
+
+
+def test_default_bind_is_loopback_and_other_host_names_get_403(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    init_repo(repo)
+    proc, url = start_dashboard(repo, "--port", "0")  # no --host
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        port = urlparse(url).port
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}", f"LOCALHOST:{port}"):
+            assert request(url, host)[0] == 200, host
+        for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}",
+                     f"127.0.0.1:{port + 1}", f"192.168.1.5:{port}", "", None):
+            status, body = request(url, host)
+            assert status == 403 and b"forbidden" in body, host
+    finally:
+        assert stop(proc) == 0
+    server = make_server(repo, port=0)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.server_close()
+
+
+def test_host_rules_when_bound_elsewhere() -> None:
+    assert host_allowed("10.0.0.2:80", "10.0.0.2", 80) and not host_allowed("10.0.0.3:80", "10.0.0.2", 80)
+    assert host_allowed("10.0.0.3:80", "0.0.0.0", 80)  # bound to every address: any IP literal
+    assert not host_allowed("rebound.example:80", "0.0.0.0", 80)  # but never a name
+    assert not host_allowed("::1", "127.0.0.1", 80)  # an IPv6 address needs brackets
+
+
+def test_dashboard_on_ipv6_loopback(tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as e:
+        pytest.skip(f"cannot bind ::1 here: {e}")
+    repo = tmp_path / "repo"
+    make_archive(repo, 3)
+    proc, url = start_dashboard(repo, "--host", "::1", "--port", "0")
+    try:
+        assert url.startswith("http://[::1]:")
+        assert state(url)["experiments"] == 3
+    finally:
+        assert stop(proc) == 0
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "http"])
+def test_port_out_of_range_is_a_usage_error(tmp_path: Path, port: str) -> None:
+    init_repo(tmp_path / "repo")
+    proc = subprocess.run([*harness_command(), "dashboard", "--repo", str(tmp_path / "repo"), "--port", port],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "Invalid value for '--port'" in proc.stderr
+
+
+def test_a_new_experiment_does_not_diff_every_keep_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import report
+    from harness.config import load_config
+
+    repo = tmp_path / "repo"
+    make_archive(repo, 24)
+    calls: list[tuple[str, str]] = []
+    real = report.commit_diff
+    monkeypatch.setattr(report, "commit_diff", lambda root, archive, a, b, files: calls.append((a, b))
+                        or real(root, archive, a, b, files))
+    dash = Dashboard(load_config(repo))
+    first = dash.snapshot()
+    keeps = len(calls)
+    assert keeps >= 5
+    assert dash.snapshot() is first  # nothing changed: nothing rendered
+    add_experiment(repo)
+    second = dash.snapshot()
+    assert second.version != first.version and b"NEW-EXPERIMENT" in second.fragment
+    assert len(calls) == keeps + 1  # only the new keep's diff
+    assert second.generated and b'<span id="generated">' in second.page
+
+
+def test_browser_checks_skip_loudly_or_fail_when_required(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(support.browser, "chromium_path", lambda: (None, "no chromium here"))
+    monkeypatch.delenv(support.browser.REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no chromium here.*HARNESS_REQUIRE_CHROMIUM=1"):
+        browser_or_skip(tmp_path)
+    monkeypatch.setenv(support.browser.REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="HARNESS_REQUIRE_CHROMIUM=1 but there is no headless browser"):
+        browser_or_skip(tmp_path)

@@ -211,6 +211,17 @@ def test_reported_value_not_in_any_receipt_is_not_trusted(tmp_path):
     assert not integrity.check_metric(float("nan"), path, key).trusted
 
 
+def test_receipt_of_other_data_is_not_trusted(tmp_path):
+    """evaluate_bpb called on another (easier) dataset, or on part of the validation set, signs a
+    real receipt: its dataset and token count must be the fixed evaluation's."""
+    path, key = tmp_path / "r.jsonl", "k" * 64
+    write_receipts(path, key, 1.5)  # dataset "tiny", 100 tokens
+    assert integrity.check_metric(1.5, path, key, expect={"dataset": "tiny", "tokens": 100}).trusted
+    verdict = integrity.check_metric(1.5, path, key, expect={"dataset": "shakespeare", "tokens": 100})
+    assert not verdict.trusted and "other data" in verdict.reason and "'shakespeare'" in verdict.reason
+    assert not integrity.check_metric(1.5, path, key, expect={"dataset": "tiny", "tokens": 4096}).trusted
+
+
 @pytest.mark.skipif(not (REPO / "prepare.py").exists(), reason="prepare.py not in this checkout")
 def test_our_receipts_and_prepare_py_verify_each_other():
     fields = {"val_bpb": 1.25, "tokens": 10, "bytes": 40, "dataset": "tiny"}

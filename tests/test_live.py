@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from harness.events import Event
@@ -54,7 +56,7 @@ def test_plain_reporter_writes_one_line_per_event_that_matters() -> None:
                           "best_commit": "a1b2c3d4e5f6"}))
     lines = out.getvalue().splitlines()
     assert lines == [
-        "loop: autoresearch/t  best val_bpb 1.835700 (f00ba47)  margin 0.0040  budget 10s  agent offline",
+        "loop: autoresearch/t  best val_bpb 1.835700 (f00ba47) (lower is better)  margin 0.0040  budget 10s  agent offline",
         "#007 started",
         "#007 a1b2c3d keep     val_bpb 1.823400  Δ -0.0123 (margin 0.0040)  MATRIX_LR 0.04 -> 0.05",
         "#008 b2c3d4e crash    val_bpb -  DEPTH 8 with tabs  [oom: CUDA out of memory]  (worker 2)",
@@ -181,3 +183,65 @@ def test_live_reporter_does_not_deadlock_with_its_refresh_thread(tmp_path: Path)
     t.join(30)
     assert not t.is_alive(), "the live reporter deadlocked"
     assert not live.broken
+
+
+def test_live_reporter_shows_the_deciding_phase_with_the_verdict() -> None:
+    live = LiveReporter(Console(file=io.StringIO(), force_terminal=True, width=160))
+    live(start_event())
+    live(Event("experiment", {"experiment": 9, "worker": 0}))
+    live(Event("phase", {"experiment": 9, "phase": "deciding", "worker": 0, "value": 1.8234, "status": "keep"}))
+    text = render_text(live)
+    live(Event("phase", {"experiment": 9, "phase": "deciding", "worker": 0, "value": None, "status": "crash"}))
+    crashed = render_text(live)
+    live.close()
+    assert "#009 deciding" in text and "val_bpb 1.823400 vs best 1.835700 -> keep" in text
+    assert "val_bpb - vs best 1.835700 -> crash" in crashed
+    assert not live.broken
+
+
+class RecordingReporter:
+    """Stands in for the terminal view: keeps every event the loop sends."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+
+def test_harness_loop_sends_each_phase_and_redraws_progress_png_after_every_experiment(
+        tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The real loop through the CLI on the toy target: the agent of experiment k records the
+    progress.png it finds, so each experiment's plot is seen before the next one starts."""
+    from click.testing import CliRunner
+    from support.research import make_toy_repo, scripted_agent, set_toy
+
+    from harness import live
+    from harness.cli import cli
+
+    repo = make_toy_repo(tmp_path / "repo")
+    png = repo / ".auto-log-research" / "progress.png"
+    seen = tmp_path / "seen.txt"
+    record = f"sha256sum {png} | cut -c1-64 >> {seen}\n"
+    agent = scripted_agent(tmp_path / "agent", [record + set_toy(X=2.0), record + set_toy(X=2.5),
+                                                record + set_toy(CRASH=1)])
+    reporter = RecordingReporter()
+    monkeypatch.setattr(live, "make_reporter", lambda quiet=False, stream=None: reporter)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["init", "--tag", "t", "-q", "--repo", str(repo)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert png.is_file()  # drawn for the baseline
+    result = runner.invoke(cli, ["loop", "--agent-command", agent, "--max-experiments", "3", "-q", "--repo", str(repo)],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    hashes = seen.read_text().split()
+    hashes.append(hashlib.sha256(png.read_bytes()).hexdigest())
+    assert len(hashes) == 4 and len(set(hashes)) == 4, hashes  # baseline, then after each of 3 experiments
+    assert png.read_bytes().startswith(b"\x89PNG")
+    phases = [(e.data["experiment"], e.data["phase"]) for e in reporter.events if e.kind == "phase"]
+    for n in (1, 2):
+        mine = [ph for x, ph in phases if x == n]
+        assert mine.index("training") < mine.index("analysis") < mine.index("deciding"), mine
+    deciding = [e.data for e in reporter.events if e.kind == "phase" and e.data["phase"] == "deciding"]
+    assert [(d["experiment"], d["status"]) for d in deciding] == [(1, "keep"), (2, "discard"), (3, "crash")]
+    assert deciding[0]["value"] == pytest.approx(2.00025) and deciding[2]["value"] is None

@@ -4,6 +4,11 @@ the caps it seeds, and `harness llm-log`."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -135,6 +140,48 @@ def test_caps_seed_from_the_session_in_the_log(log):
     assert Caps.from_log(log.path, "nobody", max_cost=0.70).spent_cost == 0
 
 
+def test_caps_session_is_reused_until_closed_or_a_day_old(tmp_path):
+    from harness.caps import SESSION_FILE, close_session, open_session
+
+    archive = tmp_path / ".auto-log-research"
+    first = open_session(archive, now=1000.0)
+    assert open_session(archive, now=1000.0 + 23 * 3600) == first  # a restart the same night continues it
+    assert json.loads((archive / SESSION_FILE).read_text()) == {"session": first, "started": 1000.0}
+    close_session(archive)
+    assert not (archive / SESSION_FILE).exists()
+    second = open_session(archive, now=2000.0)
+    assert second != first
+    assert open_session(archive, now=2000.0 + 25 * 3600) != second  # older than a day: a new night
+    (archive / SESSION_FILE).write_text("{not json")
+    assert open_session(archive) not in (first, second)  # unreadable: a new one, no crash
+    close_session(archive)
+    close_session(archive)  # closing twice is fine
+
+
+def test_registry_agents_share_the_nights_session_and_its_spend(tmp_path, monkeypatch):
+    from harness.agents.registry import make_agent
+    from harness.caps import open_session
+    from harness.config import AgentSettings
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
+    archive = tmp_path / ".auto-log-research"
+    session = open_session(archive)
+    earlier = LlmLog.in_archive(archive, session)
+    with earlier.call(experiment=1, backend="anthropic", stage="propose", model="m") as c:
+        c.cost_usd, c.tokens_in = 0.25, 1000
+    with LlmLog.in_archive(archive, "another-night").call(experiment=1, backend="x", stage="propose", model="m") as c:
+        c.cost_usd = 5.0
+    agent = make_agent(AgentSettings(name="anthropic", max_cost=1.0), archive)
+    assert agent.log.session == session
+    assert agent.caps.spent_cost == pytest.approx(0.25) and agent.caps.spent_tokens == 1000
+
+
+def test_backend_details_are_logged(log):
+    with log.call(experiment=1, backend="claude", stage="propose", model="m") as call:
+        call.details = {"num_turns": 3, "denied_tools": ["Read"]}
+    assert read_calls(log.path)[0]["details"] == {"num_turns": 3, "denied_tools": ["Read"]}
+
+
 def test_pricing_table_family_and_default():
     assert pricing.lookup("claude-sonnet-4-5-20250929").source == "table"
     fam = pricing.lookup("claude-sonnet-9")
@@ -148,25 +195,33 @@ def test_pricing_table_family_and_default():
 # --- the command -----------------------------------------------------------------------------
 
 
-def invoke(repo, *args):
+def git_repo(path):
+    """The command finds its repository through git, as the other view commands do."""
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
+
+
+def invoke(repo, *args, code=0):
     result = CliRunner().invoke(llm_log, [*args, "--repo", str(repo)], catch_exceptions=False,
                                 env={"COLUMNS": "200"})
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == code, result.output
     return result.output
 
 
 def test_cli_lists_filters_and_exports(tmp_path, log):
+    git_repo(tmp_path)
     fill(log)
     out = invoke(tmp_path)
     assert "4 model calls" in out and "anthropic" in out and "0.3000" in out
     out = invoke(tmp_path, "--backend", "anthropic", "--stage", "propose")
-    assert "1 model calls" in out
+    assert "1 of 1 model calls" in out
     rows = [json.loads(line) for line in invoke(tmp_path, "--jsonl", "--experiment", "2").splitlines()]
     assert [r["backend"] for r in rows] == ["claude", "anthropic"]
     assert len(json.loads(invoke(tmp_path, "--json", "--limit", "3"))) == 3
 
 
 def test_cli_stats(tmp_path, log):
+    git_repo(tmp_path)
     fill(log)
     data = json.loads(invoke(tmp_path, "--stats", "--json"))
     assert (data["count"], data["errors"], data["cost_usd"]) == (4, 0, pytest.approx(0.61))
@@ -176,5 +231,99 @@ def test_cli_stats(tmp_path, log):
 
 
 def test_cli_with_no_log_says_so(tmp_path):
+    git_repo(tmp_path)
     assert "no model calls logged yet" in invoke(tmp_path)
     assert not (tmp_path / ".auto-log-research" / FILE_NAME).exists()
+
+
+def fill_mixed(log: LlmLog) -> None:
+    """Calls of two models, one failed with a bracketed path (rich markup, if it were parsed)."""
+    fill(log)  # #1-#4: claude-sonnet-4-6, costs 0.10 0.20 0.01 0.30, latency 1 2 3 4 s
+    with pytest.raises(OSError), log.call(experiment=5, backend="claude", stage="propose", model="[bold]haiku[/]",
+                                          prompt="PROMPT-TEXT [/usr/bin/claude]") as c:
+        c.tokens_in, c.tokens_out, c.cost_usd = 50_000, 10, 0.05
+        c.tool_calls = [{"name": "edit_file", "input": {"path": "train.py"}}]
+        c.response = {"content": [{"type": "text", "text": "RESPONSE-TEXT"}]}
+        raise OSError("[/usr/bin/claude] exited with code 1")
+
+
+def numbers(out: str) -> list[int]:
+    """The # column of the table, top to bottom."""
+    return [int(line.split("│")[1]) for line in out.splitlines() if line.count("│") > 5 and line.split("│")[1].strip().isdigit()]
+
+
+def test_cli_filters_by_model_and_errors_and_sorts(tmp_path, log):
+    git_repo(tmp_path)
+    fill_mixed(log)
+    assert numbers(invoke(tmp_path)) == [1, 2, 3, 4, 5]  # by time, oldest first
+    assert numbers(invoke(tmp_path, "--reverse")) == [5, 4, 3, 2, 1]
+    assert numbers(invoke(tmp_path, "--sort", "cost")) == [4, 2, 1, 5, 3]  # the biggest first
+    assert numbers(invoke(tmp_path, "--sort", "cost", "-r")) == [3, 5, 1, 2, 4]
+    assert numbers(invoke(tmp_path, "--sort", "tokens", "-n", "2")) == [5, 4]  # the top 2
+    assert numbers(invoke(tmp_path, "--sort", "latency", "-n", "1")) == [4]  # 4 s; #5 failed at once
+    assert numbers(invoke(tmp_path, "-n", "2")) == [4, 5]  # by time: the newest 2
+    assert numbers(invoke(tmp_path, "--model", "HAIKU")) == [5]  # a part of the name, any case
+    assert numbers(invoke(tmp_path, "--model", "sonnet", "-e", "2")) == [2, 3]
+    out = invoke(tmp_path, "--errors")
+    assert numbers(out) == [5] and "1 of 1 model calls" in out
+    assert "[/usr/bin/claude] exited with code 1" in out and "[bold]haiku[/]" in out  # verbatim, no MarkupError
+    exported = json.loads(invoke(tmp_path, "--json", "--sort", "cost", "--errors"))
+    assert [c["experiment"] for c in exported] == [5]
+    assert json.loads(invoke(tmp_path, "--stats", "--json", "--errors"))["count"] == 1
+
+
+def test_cli_show_prints_one_call_whole(tmp_path, log):
+    git_repo(tmp_path)
+    fill_mixed(log)
+    out = invoke(tmp_path, "--show", "5")
+    for text in ("call #5", "PROMPT-TEXT [/usr/bin/claude]", "RESPONSE-TEXT", "edit_file", "train.py",
+                 "tokens_in", "50000", "cost_usd", "0.05", "OSError: [/usr/bin/claude] exited with code 1",
+                 "[bold]haiku[/]", "session", "s1"):
+        assert text in out, text
+    assert json.loads(invoke(tmp_path, "--show", "2", "--json"))["cost_usd"] == pytest.approx(0.2)
+    err = invoke(tmp_path, "--show", "9", code=2)
+    assert "no call #9: the log has 5 calls" in err
+
+
+def test_cli_finds_the_repository_from_a_subfolder(tmp_path, log, monkeypatch):
+    git_repo(tmp_path)
+    fill(log)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    out = CliRunner().invoke(llm_log, [], catch_exceptions=False, env={"COLUMNS": "200"}).output
+    assert "4 of 4 model calls" in out
+    outside = tmp_path.parent / "not-a-repo"
+    outside.mkdir()
+    result = CliRunner().invoke(llm_log, ["--repo", str(outside)], catch_exceptions=False)
+    assert result.exit_code == 2 and "is not inside a git repository" in result.output
+
+
+def test_cli_pages_on_a_terminal_and_prints_plainly_through_a_pipe(tmp_path, log):
+    """The real command on a pseudo-terminal goes through $PAGER; piped, it does not."""
+    git_repo(tmp_path)
+    fill_mixed(log)
+    paged = tmp_path / "paged.txt"
+    env = {**os.environ, "PAGER": f"tee {paged}", "COLUMNS": "200", "LINES": "40"}
+    exe = [str(Path(sys.executable).parent / "harness"), "llm-log", "--repo", str(tmp_path)]
+    for args in ((), ("--show", "5")):
+        paged.unlink(missing_ok=True)
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([*exe, *args], stdin=slave, stdout=slave, stderr=slave, env=env)
+        os.close(slave)
+        screen = b""
+        while True:  # drain the terminal, or the pager blocks on a full buffer
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert proc.wait(timeout=60) == 0, screen.decode(errors="replace")
+        os.close(master)
+        text = paged.read_text()
+        assert ("5 of 5 model calls" if not args else "RESPONSE-TEXT") in text, text
+        assert "\x1b[" not in text  # a pager that is not less gets plain text
+    paged.unlink()
+    piped = subprocess.run([*exe, "--show", "5"], env=env, capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0 and "RESPONSE-TEXT" in piped.stdout and not paged.exists()

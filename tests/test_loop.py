@@ -192,8 +192,76 @@ def test_bad_input_gives_one_line_and_changes_nothing(tmp_path: Path):
     git(repo, "checkout", "-q", "--detach")
     assert "detached" in invoke(repo, "init", code=2).output
     git(repo, "checkout", "-q", "main")
-    assert invoke(repo, "init", "--budget", "0", code=2).exit_code == 2
-    assert "unknown" in invoke(repo, "loop", "--agent", "nope", code=2).output.lower() or True
+    for args, said in ((["init", "--budget", "0"], "must be positive"), (["loop", "--agent", "nope"], "'nope' is not one of")):
+        r = harness(repo, dict(os.environ), *args)  # as a user runs it: click's usage errors, said the same way
+        assert r.returncode == 2 and said in r.stderr and "Usage:" not in r.stderr, r.stderr
+        assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 2  # the error and the hint
+    assert git(repo, "branch", "--show-current") == "main" and not (repo / ".auto-log-research").exists()
+    (repo / "new.py").write_text("Z = 1\n")
+    (repo / "harness.toml").write_text((repo / "harness.toml").read_text().replace('["model.py"]', '["new.py"]'))
+    git(repo, "commit", "-qam", "target new.py")
+    r = invoke(repo, "init", code=2)  # new.py exists but is not committed: a reset to the baseline would lose it
+    assert "new.py not committed" in r.output and git(repo, "branch", "--show-current") == "main"
+
+
+def test_harness_run_never_destroys_the_users_work(toy: Path):
+    readme = toy / "harness.toml"
+    mine = readme.read_text() + "# my own change\n"
+    readme.write_text(mine)
+    (toy / "model.py").write_text((toy / "model.py").read_text().replace("X = 3.0", "X = 1.5"))
+    r = invoke(toy, "run", "-m", "move X", "-q", code=2)
+    assert "uncommitted changes to harness.toml" in r.output
+    assert readme.read_text() == mine and "X = 1.5" in (toy / "model.py").read_text()  # both left as they were
+    git(toy, "checkout", "-q", "harness.toml")
+    (toy / "model.py").write_text("X = (\n")
+    r = invoke(toy, "run", "-m", "broken", "-q", code=2)
+    assert "does not parse" in r.output and "nothing was run or recorded" in r.output
+    assert (toy / "model.py").read_text() == "X = (\n" and len(rows(toy)) == 1  # the edit is still there to fix
+    git(toy, "checkout", "-q", "model.py")
+
+
+def test_harness_run_after_kill9_finishes_the_interrupted_attempt_once(toy: Path):
+    (toy / "model.py").write_text((toy / "model.py").read_text().replace("X = 3.0", "X = 2.0"))
+    (toy / "slow.flag").touch()
+    exe = str(Path(sys.executable).parent / "harness")
+    proc = subprocess.Popen([exe, "run", "-m", "X to 2", "-q"], cwd=toy, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    assert _wait_for(lambda: _lock_phase(toy) == "training" and "slow run" in _run_logs(toy))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    (toy / "slow.flag").unlink()
+    (toy / "model.py").write_text((toy / "model.py").read_text() + "# a new thought\n")
+    r = invoke(toy, "run", "-q", code=2)  # a new edit on top of the unrecorded attempt: refused, kept
+    assert "was interrupted and is not recorded yet" in r.output and "# a new thought" in (toy / "model.py").read_text()
+    assert "left running by the harness that was killed" in r.output  # the killed one's run is stopped first
+    git(toy, "checkout", "-q", "model.py")
+    r = invoke(toy, "run", "-q")
+    assert "was interrupted: running it again" in r.output
+    assert [(x.experiment, x.description, x.status) for x in rows(toy)] == [(0, "baseline", "baseline"),
+                                                                             (1, "X to 2", "keep")]
+    assert invoke(toy, "run", "-q", code=2).output.count("nothing to run") == 1
+
+
+def test_changed_evaluation_since_init_is_refused(toy: Path, tmp_path: Path):
+    """A fixed file changed (and even committed) while no harness ran cannot become the new
+    trusted state at the next start: the baseline was measured with the old one."""
+    (toy / "evaluate.py").write_text((toy / "evaluate.py").read_text().replace("** 2 +", "** 2 * 0 +", 1))
+    git(toy, "commit", "-qam", "an easier evaluation")
+    agent = scripted_agent(tmp_path / "a", [set_toy(X=2.0)])
+    r = invoke(toy, "loop", "--agent-command", agent, "-q", code=2)
+    assert "evaluate.py changed since `harness init`" in r.output and len(rows(toy)) == 1
+
+
+def test_agent_that_drops_the_users_stash_gets_it_back(toy: Path, tmp_path: Path):
+    (toy / "harness.toml").write_text((toy / "harness.toml").read_text() + "# stashed idea\n")
+    git(toy, "stash", "-q")
+    (toy / "harness.toml").write_text((toy / "harness.toml").read_text() + "# older\n")
+    git(toy, "stash", "-q")
+    before = git(toy, "stash", "list", "--format=%H").split()
+    agent = scripted_agent(tmp_path / "a", ["git stash clear\n" + set_toy(X=2.0)])
+    invoke(toy, "loop", "--agent-command", agent, "--max-experiments", "1", "-q")
+    assert rows(toy)[-1].status == "violation" and "stash" in rows(toy)[-1].failure
+    assert sorted(git(toy, "stash", "list", "--format=%H").split()) == sorted(before)
 
 
 def test_corrupt_ledger_lines_are_skipped_with_a_warning(toy: Path, tmp_path: Path):

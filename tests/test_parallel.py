@@ -265,17 +265,25 @@ def test_kill_9_mid_run_resumes_both_attempts_and_repairs_the_worktrees(repo: Pa
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert len(rows(repo)) == 1  # nothing half-recorded
-    (gates / "hold1").unlink()
-    (gates / "hold2").unlink()
+    (gates / "started1-0").unlink()
+    (gates / "started2-0").unlink()
     # a crash may also leave a worktree folder git no longer knows: it is removed with a line
     stray = repo / ".auto-log-research" / "worktrees" / "w7"
     stray.mkdir(parents=True)
-    result = harness(repo, env, "loop", "-q", "--workers", "2", "--max-experiments", "2")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "removed w7, a worktree left behind" in result.stdout
-    assert result.stdout.count("was interrupted: running it again") == 2
+    proc = start_loop(repo, env, "--workers", "2", "--max-experiments", "2")
+    # the resumed attempts are in flight with their hypotheses (from their commit messages)
+    assert wait_for(lambda: (gates / "started1-0").exists() and (gates / "started2-0").exists()), proc
+    status = harness(repo, clean_env(), "status").stdout
+    assert re.search(r"w[01] \[[^]]+\] #001 training [0-9a-f]{7}: set X=2.0", status), status
+    assert re.search(r"w[01] \[[^]]+\] #002 training [0-9a-f]{7}: set Y=1.5", status), status
+    (gates / "hold1").unlink()
+    (gates / "hold2").unlink()
+    out = finish(proc)
+    assert "removed w7, a worktree left behind" in out
+    assert out.count("was interrupted: running it again") == 2
     recorded = rows(repo)
     assert sorted(r.experiment for r in recorded) == [0, 1, 2]  # each interrupted attempt exactly once
+    assert {r.experiment: r.description for r in recorded[1:]} == {1: "set X=2.0", 2: "set Y=1.5"}
     assert not stray.exists()
     check_record(repo)
 
@@ -325,3 +333,174 @@ def test_local_slots_split_gpus_and_threads():
         local_slots(2, Resources(gpus_per_worker=2), gpus=["0", "1", "2"], cores=8)
     with pytest.raises(UsageError, match="needs 6 CPU cores; this machine has 4"):
         local_slots(2, Resources(gpus_per_worker=0, threads_per_worker=3), gpus=[], cores=4)
+
+
+# -- workers, device time, safeguards ------------------------------------------------------------------
+
+
+def test_workers_and_device_time_in_status_and_report_count_every_run(gates: Path, tmp_path: Path):
+    repo = make_gated_repo(tmp_path / "repo", gates)
+    assert harness(repo, clean_env(CUDA_VISIBLE_DEVICES=""), "init", "--tag", "t", "-q").returncode == 0  # on CPU
+    # then two "GPUs": CUDA_VISIBLE_DEVICES is all the harness reads (the toy runs do not use them)
+    agent = scripted_agent(tmp_path / "a", [set_toy(Y=1.5), set_toy(X=2.0), "echo 'nothing to do'"])
+    (gates / "hold1").touch()
+    (gates / "hold2").touch()
+    proc = start_loop(repo, clean_env(HARNESS_AGENT_COMMAND=agent, CUDA_VISIBLE_DEVICES="0,1"), "--workers", "2",
+                      "--max-experiments", "3")
+    assert wait_for(lambda: (gates / "started1-0").exists() and (gates / "started2-0").exists()), proc
+    status = harness(repo, clean_env(), "status").stdout
+    assert "workers     2 on local" in status
+    assert re.search(r"w0 \[GPU 0\] #00[12] training [0-9a-f]{7}: set ", status), status
+    assert re.search(r"w1 \[GPU 1\] #00[12] training [0-9a-f]{7}: set ", status), status
+    (gates / "hold1").unlink()
+    (gates / "hold2").unlink()
+    finish(proc)
+    # a later serial loop: `harness status` must not show the finished loop's workers
+    (gates / "hold4").touch()
+    serial_agent = scripted_agent(tmp_path / "b", [set_toy(X=2.5)])
+    proc = start_loop(repo, clean_env(HARNESS_AGENT_COMMAND=serial_agent, CUDA_VISIBLE_DEVICES="0"),
+                      "--max-experiments", "1")
+    assert wait_for((gates / "started4-0").exists), proc
+    status = harness(repo, clean_env(), "status").stdout
+    assert "running     pid" in status and "workers " not in status and "w1 [" not in status, status
+    (gates / "hold4").unlink()
+    finish(proc)
+    status = harness(repo, clean_env(), "status").stdout
+    assert "workers " not in status and re.search(r"device time GPU-hours [\d.]+, CPU core-hours [\d.]+", status)
+
+    # every run is counted: the baseline's (no GPU), the workers' (GPU 0 / GPU 1), the serial one's (GPU 0)
+    from harness.report import render_report
+    from harness.workers import device_report
+
+    report = device_report(repo / ".auto-log-research")
+    by_commit = {r.experiment: r.commit for r in rows(repo)}
+    devices = {(run.worker, run.device, run.gpus) for run in report.runs}
+    baseline = [run for run in report.runs if run.commit == by_commit[0]]
+    assert len(baseline) == 2 and all(run.gpus == 0 and run.cpus >= 1 for run in baseline)
+    assert {(0, "GPU 0", 1.0), (1, "GPU 1", 1.0)} <= devices
+    serial = [run for run in report.runs if run.commit == by_commit[4]]
+    assert serial and all((run.worker, run.device, run.gpus) == (0, "GPU 0", 1.0) for run in serial)
+    gpu_runs = [run for run in report.runs if run.gpus]
+    assert report.gpu_hours == pytest.approx(sum(run.seconds for run in gpu_runs) / 3600) and report.gpu_hours > 0
+    assert report.run_hours == pytest.approx(sum(run.seconds for run in report.runs) / 3600)
+    # the report lists each worker on its device, what it ran, and the totals
+    html = render_report(repo)
+    section = html[html.index('<section id="workers">'):]
+    section = section[:section.index("</section>")]
+    assert "GPU-hours" in section and "CPU core-hours" in section
+    assert "<td>w0</td><td>GPU 0</td>" in section and "<td>w1</td><td>GPU 1</td>" in section
+    assert "#4 " in section and "#0 baseline" in section
+
+
+def test_the_same_agent_error_three_times_in_a_row_stops_every_worker(repo: Path, tmp_path: Path):
+    agent = scripted_agent(tmp_path / "a", ["echo 'unknown model: gpt-9' >&2; exit 3"])
+    result = harness(repo, clean_env(HARNESS_AGENT_COMMAND=agent), "loop", "-q", "--workers", "2", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the agent failed the same way 3 times in a row" in result.stdout
+    errors = [r for r in rows(repo) if r.status == "agent_error"]
+    assert 3 <= len(errors) <= 4 and len({r.failure for r in errors}) == 1  # the one in flight may finish
+    assert "next proposal in" in result.stdout  # workers backed off between the failures
+    check_record(repo)
+
+
+def test_transient_agent_errors_back_off_and_failures_in_a_row_are_said(tmp_path: Path, gates: Path):
+    # workers and threads from the config file, as with the options
+    repo = make_gated_repo(tmp_path / "repo", gates, workers=2, threads_per_worker=1, max_consecutive_failures=2)
+    assert harness(repo, clean_env(), "init", "--tag", "t", "-q").returncode == 0
+    agent = scripted_agent(tmp_path / "a", ["sleep 30"])
+    started = time.time()
+    result = harness(repo, clean_env(HARNESS_AGENT_COMMAND=agent), "loop", "-q", "--agent-timeout", "1",
+                     "--max-experiments", "3", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reached --max-experiments 3" in result.stdout  # timeouts are transient: they never stop the loop
+    assert re.search(r"next proposal in (5|10) s", result.stdout) and time.time() - started >= 5
+    assert "2 failures in a row: every worker starts again from the best" in result.stdout
+    errors = [r for r in rows(repo) if r.status == "agent_error"]
+    assert len(errors) == 3 and all(r.failure.startswith("AgentTimeout") for r in errors)
+    from harness.workers import read_status
+
+    state = read_status(repo / ".auto-log-research")
+    assert [w["label"] for w in state["workers"]] == ["1 thread", "1 thread"]
+    check_record(repo)
+
+
+def test_offline_agent_on_two_workers_proposes_no_configuration_twice(tmp_path: Path, gates: Path):
+    repo = make_gated_repo(tmp_path / "repo", gates, busy=0.3)
+    assert harness(repo, clean_env(), "init", "--tag", "t", "-q").returncode == 0
+    ideas = repo / ".auto-log-research" / "ideas_queue.md"
+    ideas.write_text("# Ideas\n\n## Queue\n\n- [ ] Y = 1.5  # closer to 2\n- [ ] X = 2.0  # closer to 1\n")
+    result = harness(repo, clean_env(), "loop", "-q", "--workers", "2", "--agent", "offline",
+                     "--max-experiments", "6", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    recorded = rows(repo)
+    attempts = [r for r in recorded if r.commit != "-"]
+    configs = [git(repo, "show", f"{r.commit}:model.py") for r in attempts]
+    assert len(set(configs)) == len(configs), [r.description for r in attempts]
+    assert len(attempts) >= 5
+    # both ideas were taken once each and checked off with their result: no note update was lost
+    text = ideas.read_text()
+    assert re.search(r"\[x\] Y = 1.5 .*exp \d+", text) and re.search(r"\[x\] X = 2.0 .*exp \d+", text), text
+    assert sum(r.description.startswith("idea: ") for r in attempts) == 2
+    check_record(repo)
+
+
+def test_rows_cache_never_goes_stale_when_a_read_races_a_record(repo: Path):
+    import threading
+
+    from harness.lab import now
+    from harness.session import open_lab
+
+    lab = open_lab(repo)
+    best = lab.best()
+    real, reading = lab.ledger.rows, threading.Event()
+
+    def slow_rows():  # a worker's read of the ledger that a record() overtakes
+        out = real()
+        reading.set()
+        time.sleep(0.5)
+        return out
+
+    lab.ledger.rows = slow_rows
+    lab._rows = None
+    reader = threading.Thread(target=lab.rows)
+    reader.start()
+    assert reading.wait(10)
+    lab.ledger.rows = real
+    row = Row(commit="-", value=None, memory_gb=0.0, status="no_change", description="nothing", experiment=1,
+              parent=best.commit, timestamp=now())
+    with lab.lock:
+        lab.record(row)
+    reader.join()
+    assert [r.experiment for r in lab.rows()] == [0, 1]
+
+
+def test_live_view_shows_each_workers_device_and_hypothesis(tmp_path: Path, gates: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    import io
+
+    from rich.console import Console
+
+    from harness.agents.registry import make_agent
+    from harness.live import LiveReporter
+    from harness.loop import StopRules, run_loop
+    from harness.session import open_lab
+
+    repo = make_gated_repo(tmp_path / "repo", gates, busy=1.0)
+    assert harness(repo, clean_env(), "init", "--tag", "t", "-q").returncode == 0
+    agent = scripted_agent(tmp_path / "a", [set_toy(Y=1.5), set_toy(X=2.0)])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    events = []
+    lab = open_lab(repo, {"agent": "command", "agent_command": agent, "workers": 2}, events.append)
+    with lab.lock:
+        lab.capture_manifest()
+        run_loop(lab, make_agent(lab.cfg.agent, lab.archive), StopRules(max_experiments=2))
+    view = LiveReporter(Console(file=io.StringIO(), width=200))
+    frames = []
+    for event in events:  # the loop's own events, drawn as the panel would draw them
+        view._update(event)
+        console = Console(file=io.StringIO(), width=200, record=True)
+        console.print(view.render())
+        frames.append(console.export_text())
+    both = [f for f in frames if "w0 [GPU 0]" in f and "w1 [GPU 1]" in f and "set Y=1.5" in f and "set X=2.0" in f]
+    assert both, frames[-1]
+    assert any(re.search(r"w[01] \[GPU [01]\] #00[12] +training.*set [XY]=", f) for f in both)

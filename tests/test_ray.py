@@ -9,6 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,8 @@ from test_parallel import (  # noqa: F401
     wait_for,
 )
 
-from harness.errors import UsageError
+from harness.errors import FatalError, InfraError, UsageError
+from harness.executors import Resources
 
 try:
     import ray  # noqa: F401
@@ -219,3 +223,142 @@ def test_an_existing_cluster_started_with_ray_start(repo: Path, tmp_path: Path):
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
         assert git(repo, "status", "--porcelain") == ""
+
+
+# -- Ray errors beyond a lost worker, a run that is never scheduled, what comes back ---------------------
+
+SLEEPER = """\
+import os, pathlib, time
+pathlib.Path(os.environ["GATES"], "started-" + os.environ.get("ALR_SEED", "0")).touch()
+print("running", flush=True)
+time.sleep(float(os.environ.get("SLEEP", "30")))
+print("---")
+print("loss: 1.0")
+"""
+
+
+def _work_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "run.py").write_text(SLEEPER)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "add", "-A")
+    git(path, "-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-q", "-m", "start")
+    return path
+
+
+def test_ray_errors_are_classified_and_no_run_waits_forever(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import ray
+
+    from harness.executors.ray_executor import RayExecutor, classify
+    from harness.failures import failure_summary
+    from harness.runner import RunSpec
+
+    x = ray.exceptions
+    assert classify(ray, x.OutOfMemoryError("Task was killed due to the node running low on memory")) == "oom"
+    for error in (x.RuntimeEnvSetupError("pip failed"), x.ObjectStoreFullError("full"), x.OutOfDiskError("disk"),
+                  x.TaskCancelledError(), x.NodeDiedError("gone"), x.WorkerCrashedError(), x.RaySystemError("?")):
+        assert classify(ray, error) == "lost", error
+    assert classify(ray, KeyError("a bug")) == "unknown"
+
+    work, gates = _work_repo(tmp_path / "work"), tmp_path / "gates"
+    gates.mkdir()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    executor = RayExecutor(1, resources=Resources(threads_per_worker=1))
+
+    def spec(name: str, sleep: float = 30) -> RunSpec:
+        return RunSpec(argv=[sys.executable, "run.py"], shell_command=None, cwd=work, out_dir=tmp_path / name,
+                       env={"ALR_WORKER": "0", "GATES": str(gates), "SLEEP": str(sleep)}, wall_limit_s=120)
+
+    try:
+        # 1. a task cancelled by someone else (not the harness): lost, retried once, then infra
+        def cancel_when_started(times: int) -> None:
+            for _ in range(times):
+                assert wait_for(lambda: (gates / "started-0").exists() and 0 in executor.in_flight, timeout=120)
+                (gates / "started-0").unlink()
+                ray.cancel(executor.in_flight[0], force=True)
+
+        canceller = threading.Thread(target=cancel_when_started, args=(2,))
+        canceller.start()
+        with pytest.raises(InfraError, match="the Ray task was lost twice: TaskCancelledError") as info:
+            executor.run(spec("cancelled"))
+        canceller.join()
+        assert "not counted against the idea" in (info.value.hint or "")
+
+        # 2. a run no node can take (64 CPUs here): ends at the deadline, not retried, never waits forever
+        original, executor.schedule_timeout_s = executor.slots, 2.0
+        executor.slots = [replace(original[0], cpus=64)]
+        started = time.monotonic()
+        with pytest.raises(InfraError, match=r"not started within 2 s: .* asking for 64 CPUs"):
+            executor.run(spec("unschedulable"))
+        assert time.monotonic() - started < 30
+        executor.slots, executor.schedule_timeout_s = original, 600.0
+
+        # 3. Ray's memory monitor killing the run: an OOM crash of the attempt, like a local one
+        real_get, calls = ray.get, []
+
+        def get_killed_by_memory_monitor(ref, *args, **kwargs):
+            calls.append(ref)
+            if len(calls) == 2:  # the run's result, after it started
+                raise x.OutOfMemoryError("Task was killed due to the node running low on memory.")
+            return real_get(ref, *args, **kwargs)
+
+        monkeypatch.setattr(ray, "get", get_killed_by_memory_monitor)
+        outcome = executor.run(spec("oom"))
+        log = outcome.log_path.read_text()
+        assert outcome.oom and "OutOfMemoryError" in log and "memory monitor" in log
+        assert failure_summary(log, outcome.returncode, outcome.timed_out, outcome.oom, outcome.signal).startswith("oom")
+
+        # 4. an error the harness does not know: one line that stops the loop, not a traceback
+        monkeypatch.setattr(ray, "get", lambda ref, *a, **k: (_ for _ in ()).throw(KeyError("surprise")))
+        with pytest.raises(FatalError, match="the Ray executor failed: KeyError"):
+            executor.run(spec("unknown"))
+        monkeypatch.setattr(ray, "get", real_get)
+
+        # and a normal run still works after all that: the cluster was not left busy
+        outcome = executor.run(spec("fine", sleep=0))
+        assert outcome.ok and "loss: 1.0" in outcome.log_path.read_text()
+    finally:
+        executor.close()
+
+
+def test_a_runtime_env_that_cannot_be_set_up_is_infra_and_the_loop_goes_on(repo: Path, tmp_path: Path):
+    agent = scripted_agent(tmp_path / "a", [set_toy(X=2.0), set_toy(Y=1.5)])
+    env = clean_env(HARNESS_AGENT_COMMAND=agent, HARNESS_RAY_RUNTIME_ENV='{"conda": "no-such-env-alr"}')
+    result = harness(repo, env, "loop", "-q", "--executor", "ray", "--max-experiments", "2", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "retrying it once" in result.stdout
+    recorded = rows(repo)[1:]
+    assert [r.status for r in recorded] == ["infra", "infra"]
+    assert all("RuntimeEnvSetupError" in r.failure for r in recorded)
+    check_record(repo)
+    bad = harness(repo, clean_env(HARNESS_RAY_RUNTIME_ENV="{not json"), "loop", "-q", "--executor", "ray", timeout=60)
+    assert bad.returncode == 2 and "HARNESS_RAY_RUNTIME_ENV is not a JSON object" in bad.stderr
+
+
+@pytest.mark.slow  # real training of the tiny GPT, as a Ray task
+def test_a_real_run_over_ray_brings_back_its_outputs(tmp_path: Path, alr_env: dict[str, str]):
+    from support.research import harness_env, make_research_repo
+
+    from harness.integrity import RECEIPT_NAME
+
+    repo = make_research_repo(tmp_path / "repo")
+    env = {k: v for k, v in harness_env(alr_env).items() if not k.startswith("RAY_")}
+    assert harness(repo, env, "init", "--tag", "ray", "--budget", "3", "--baseline-runs", "1", "-q").returncode == 0
+    step = "sed -i -E 's/^(MATRIX_LR *= *)[0-9.]+/\\10.05/' train.py\necho 'MATRIX_LR = 0.05'"
+    agent = scripted_agent(tmp_path / "a", [step])
+    result = harness(repo, {**env, "HARNESS_AGENT_COMMAND": agent}, "loop", "-q", "--executor", "ray",
+                     "--max-experiments", "1", "--budget", "3", "--no-confirm", timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = rows_of(repo)[-1]
+    assert row.experiment == 1 and row.value is not None, row  # a trusted value: its receipt checked out
+    run = repo / ".auto-log-research" / row.commit
+    for name in ("run.log", "metrics.jsonl", "run_summary.json", RECEIPT_NAME):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, f"{name} did not come back"
+    assert '"step"' in (run / "metrics.jsonl").read_text() and "val_bpb" in (run / "run_summary.json").read_text()
+    assert '"device": "ray ' in (run / "outcome.json").read_text()
+
+
+def rows_of(repo: Path):
+    from harness.ledger import Ledger
+
+    return Ledger(repo / ".auto-log-research" / "results.tsv", "val_bpb").rows()

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from support.archive import XSS_DESCRIPTION, git, harness_command, init_repo, make_archive
-from support.browser import Browser, chromium_path
+from support.browser import browser_or_skip
 
 from harness.cli import cli
 from harness.ledger import Ledger, Row
+from harness.plots import plot_progress, progress_points
 
 SHOTS = Path(os.environ.get("HARNESS_SCREENSHOTS", "")) if os.environ.get("HARNESS_SCREENSHOTS") else None
 
@@ -33,14 +34,6 @@ def report_html(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.exit_code == 0, result.output
     assert f"report: {out}" in result.output
     return out
-
-
-def browser_or_skip(tmp: Path) -> Browser:
-    binary, reason = chromium_path()
-    if binary is None:
-        print(f"\n*** SKIPPING browser checks: {reason} ***")
-        pytest.skip(f"no headless browser: {reason}")
-    return Browser.launch(tmp)
 
 
 def test_report_escapes_everything_from_the_archive(report_html: Path) -> None:
@@ -83,7 +76,12 @@ def test_report_shows_every_section_with_the_archive_data(report_html: Path, rep
     assert html.count("<polyline points=") == 2 and f"best {best.short}" in html
     # notes and ideas
     assert "Current Best" in html and "WARMUP = 20" in html and "smoother start &lt;i&gt;maybe&lt;/i&gt;" in html
-    assert "<td>done</td><td>DEPTH = 6</td>" in html
+    assert '<td><span class="badge tried">tried</span></td><td>DEPTH = 6</td>' in html
+    assert '<span class="badge pending">pending</span></td><td>WARMUP = 20</td>' in html
+    # the progress chart labels each keep, as progress.png does (escaped like everything else)
+    kept = [r for r in rows if r.kept and r.value is not None]
+    assert html.count('<text class="keep-label"') == len(kept)
+    assert ">MATRIX_LR 0.0220 -&gt; 0.0242</text>" in html
 
 
 def test_report_in_headless_chromium(report_html: Path, tmp_path: Path) -> None:
@@ -104,27 +102,40 @@ def test_report_in_headless_chromium(report_html: Path, tmp_path: Path) -> None:
         first_value = b.evaluate("document.querySelector('table.sortable tbody tr td:nth-child(4)').textContent")
         assert first_value == "1.870000"
         assert b.messages == []
-        shot = b.screenshot((SHOTS or tmp_path) / "report.png")
+        shot = b.screenshot((SHOTS or tmp_path) / "report.png", full_page=True)
         assert shot.stat().st_size > 10_000
         print(f"report loaded in {seconds:.2f} s; screenshot {shot}")
 
 
-def test_report_of_an_empty_archive_says_there_is_nothing_yet(tmp_path: Path) -> None:
+def empty_report(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     init_repo(root)
     out = tmp_path / "empty.html"
     result = CliRunner().invoke(cli, ["report", "--repo", str(root), "-o", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    return out
+
+
+def test_report_of_an_empty_archive_says_there_is_nothing_yet(tmp_path: Path) -> None:
+    out = empty_report(tmp_path)
     assert "Nothing yet" in out.read_text()
+    root = tmp_path / "repo"
     Ledger(root / ".auto-log-research" / "results.tsv").append(
         Row("-", None, 0.0, "agent_error", "agent failed", 0, failure="agent: no key"))
-    result = CliRunner().invoke(cli, ["report", "--repo", str(root), "-o", str(out)], catch_exceptions=False)
+    CliRunner().invoke(cli, ["report", "--repo", str(root), "-o", str(out)], catch_exceptions=False)
     html = out.read_text()
     assert "Nothing kept yet" in html and "No experiment has a result yet" in html and "no result" in html
-    if chromium_path()[0]:
-        with Browser.launch(tmp_path) as b:
-            b.navigate(out.as_uri())
-            assert b.messages == []
+
+
+def test_report_of_an_empty_archive_in_headless_chromium(tmp_path: Path) -> None:
+    out = empty_report(tmp_path)
+    with browser_or_skip(tmp_path) as b:
+        b.navigate(out.as_uri())
+        b.drain(0.3)
+        assert b.messages == []
+        assert "Nothing yet" in b.evaluate("document.body.innerText")
+        shot = b.screenshot((SHOTS or tmp_path) / "report-empty.png")
+        assert shot.stat().st_size > 5_000
 
 
 def test_report_uses_the_targets_metric_and_direction(tmp_path: Path) -> None:
@@ -197,3 +208,109 @@ def test_report_cuts_a_huge_diff(tmp_path: Path) -> None:
     html = out.read_text()
     assert "(cut at 400 lines)" in html
     assert html.count('<span class="add">+LAYER_') < 400
+
+
+def test_report_of_100_experiments_stays_under_5_mb(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    make_archive(root, 100)
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(cli, ["report", "--repo", str(root), "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert html.count("<tr class=") == 100
+    size = out.stat().st_size
+    print(f"report of 100 experiments: {size / 1e6:.2f} MB")
+    assert size < 5_000_000
+
+
+def pass_rate_rows() -> list[Row]:
+    """A target whose metric can really be 0.0: a pass rate (higher is better)."""
+    return [Row("a" * 40, 0.5, 0.0, "baseline", "baseline", 0, runs=(0.5,)),
+            Row("b" * 40, 0.0, 0.0, "discard", "broke every test", 1, runs=(0.0, 0.0), margin=0.01),
+            Row("c" * 40, None, 0.0, "crash", "syntax error", 2, failure="crash: SyntaxError", margin=0.01),
+            Row("-", None, 0.0, "agent_error", "agent failed", 3, failure="agent: exit 1", margin=0.01),
+            Row("d" * 40, 0.7, 0.0, "keep", "fix the parser", 4, runs=(0.7, 0.7), margin=0.01)]
+
+
+def test_a_real_zero_is_drawn_and_only_failures_are_crosses(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    init_repo(root)
+    (root / "harness.toml").write_text('metric = "pass_rate"\ndirection = "max"\n')
+    ledger_path = root / ".auto-log-research" / "results.tsv"
+    ledger = Ledger(ledger_path, "pass_rate")
+    for row in pass_rate_rows():
+        ledger.append(row)
+    out = tmp_path / "r.html"
+    CliRunner().invoke(cli, ["report", "--repo", str(root), "-o", str(out)], catch_exceptions=False)
+    html = out.read_text()
+    assert html.count('<circle class="pt') == 3  # 0.5, 0.0 and 0.7
+    assert '<circle class="pt discard"' in html and html.count('<g class="pt') == 2  # the crash, the agent error
+    # progress.png: from the ledger's rows and from raw results.tsv lines (what a notebook reads)
+    rows = [r.__dict__ for r in Ledger(ledger_path, "pass_rate").rows()]
+    header, *lines = ledger_path.read_text().splitlines()
+    raw = [dict(zip(header.split("\t"), line.split("\t"), strict=False)) for line in lines]
+    for given in (rows, raw):
+        points = progress_points(given, "pass_rate")
+        assert [p["value"] for p in points] == [0.5, 0.0, None, None, 0.7]
+        assert [p["status"] for p in points if p["value"] is None] == ["crash", "agent_error"]
+    png = plot_progress(raw, tmp_path / "progress.png", metric="pass_rate", direction="max", noise_margin=0.01)
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_ideas_show_the_same_state_in_the_report_and_in_notes(tmp_path: Path) -> None:
+    """The ledger is the truth: a stale note after the → does not win, in either view."""
+    root = tmp_path / "repo"
+    make_archive(root, 4)
+    (root / ".auto-log-research" / "ideas_queue.md").write_text(
+        "- [ ] WARMUP = 20  # smoother start\n"
+        "- [x] MATRIX_LR = 0.022  # faster → exp 1: discard 9.999999\n"  # stale: exp 1 was kept
+        "- [x] DEPTH = 8  # hand-checked, no experiment named\n")
+    out = tmp_path / "r.html"
+    CliRunner().invoke(cli, ["report", "--repo", str(root), "-o", str(out)], catch_exceptions=False)
+    html = out.read_text()
+    notes = CliRunner().invoke(cli, ["notes", "--repo", str(root)], catch_exceptions=False,
+                               env={"COLUMNS": "200"}).output
+    lines = {line.split("│")[2].strip(): line for line in notes.splitlines() if line.count("│") >= 5}
+    for idea, state, result in (("WARMUP = 20", "pending", ""), ("MATRIX_LR = 0.022", "tried", "exp 1: keep 1.890000"),
+                                ("DEPTH = 8", "tried", "")):
+        assert f'<span class="badge {state}">{state}</span></td><td>{idea}</td>' in html
+        assert state in lines[idea].split("│")[1]
+        if result:
+            assert result in lines[idea] and f"<td>{result}</td>" in html
+    table = html[html.index("<h3>Ideas</h3>"):html.index("ideas_queue.md as written")]
+    assert "9.999999" not in table and "9.999999" not in notes  # (the file as written is shown below it)
+
+
+def test_report_says_which_loss_curve_has_no_metrics(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    rows = make_archive(root, 5)
+    archive = root / ".auto-log-research"
+    best = [r for r in rows if r.kept][-1]
+    (archive / best.commit / "metrics.jsonl").unlink()
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(cli, ["report", "--repo", str(root), "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    curves = html[html.index('<section id="curves">'):html.index('<section id="notes">')]
+    assert f"best ({best.short}): no metrics.jsonl in the archive" in curves
+    assert curves.count("<polyline points=") == 1  # the baseline's curve is still drawn
+    (archive / rows[0].commit / "metrics.jsonl").unlink()
+    CliRunner().invoke(cli, ["report", "--repo", str(root), "-o", str(out)], catch_exceptions=False)
+    html = out.read_text()
+    curves = html[html.index('<section id="curves">'):html.index('<section id="notes">')]
+    assert f"baseline ({rows[0].short}): no metrics.jsonl in the archive" in curves
+    assert f"best ({best.short}): no metrics.jsonl" in curves and "<polyline" not in curves
+
+
+def test_report_cuts_huge_notes(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    make_archive(root, 3)
+    archive = root / ".auto-log-research"
+    (archive / "insights.md").write_text("# Insights\n" + "- a finding <b>x</b>\n" * 30_000)  # ~630 KB
+    (archive / "ideas_queue.md").write_text("- [ ] WARMUP = 20\n" + "free text\n" * 40_000)
+    out = tmp_path / "r.html"
+    CliRunner().invoke(cli, ["report", "--repo", str(root), "-o", str(out)], catch_exceptions=False)
+    html = out.read_text()
+    assert "[... truncated: 430,011 more characters in insights.md]" in html
+    assert "more characters in ideas_queue.md]" in html
+    assert out.stat().st_size < 1_500_000 and "&lt;b&gt;x&lt;/b&gt;" in html

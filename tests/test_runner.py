@@ -322,3 +322,38 @@ def test_without_unshare_the_run_goes_ahead_unisolated(tmp_path, monkeypatch):
     finally:
         runner._probe_isolation.cache_clear()
     assert out.ok and not out.network_isolated and out.log_tail() == "ran\n"
+
+
+def test_kill_leftovers_stops_our_runs_and_leaves_a_recycled_pid_alone(tmp_path):
+    """What a restarted harness does with the run.pid files a kill -9 left: a process started for
+    that run folder (its ALR_RUN_DIR) dies with its group; another process is not touched."""
+    ours_dir, other_dir = tmp_path / "archive" / "aaaa", tmp_path / "archive" / "bbbb"
+    for d in (ours_dir, other_dir):
+        d.mkdir(parents=True)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    ours = subprocess.Popen(sleeper, env={**os.environ, "ALR_RUN_DIR": str(ours_dir)}, start_new_session=True)
+    stranger = subprocess.Popen(sleeper, env={**os.environ, "ALR_RUN_DIR": str(tmp_path / "elsewhere")},
+                                start_new_session=True)
+    try:
+        (ours_dir / runner.PID_NAME).write_text(str(ours.pid))
+        (other_dir / runner.PID_NAME).write_text(str(stranger.pid))  # the pid was reused by someone else
+        assert runner.kill_leftovers(tmp_path / "archive") == [ours.pid]
+        assert ours.wait(timeout=10) == -signal.SIGKILL
+        assert stranger.poll() is None
+        assert not list((tmp_path / "archive").glob("*/" + runner.PID_NAME))  # both files handled
+    finally:
+        for p in (ours, stranger):
+            p.kill()
+            p.wait()
+
+
+def test_run_home_is_not_the_users(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    monkeypatch.delenv("ALR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    s = spec(tmp_path, "import os; print(os.environ['HOME']); print(os.environ['ALR_CACHE_DIR'])",
+             home=tmp_path / "run-home")
+    out = runner.run(s)
+    home, cache = out.log_path.read_text().split()
+    assert home == str(tmp_path / "run-home") and (tmp_path / "run-home").is_dir()
+    assert cache == str(tmp_path / "user-home" / ".cache" / "auto-log-research")  # the data stays findable

@@ -9,6 +9,11 @@ analytics, URL scraping, shell commands) are switched off. Everything aider said
 from the model is read back from its `--llm-history-file`; tokens and cost from its usage lines.
 aider-chat pins ~100 exact dependencies, so it is never a dependency of this package: it is
 found on PATH (or `HARNESS_AIDER_BIN`) and runs from its own environment.
+
+Stage models: aider's own split is `--weak-model` (commit messages, chat summaries), which
+`summary_model` sets; the harness makes no summary call of its own for aider.
+Price: what aider printed, else nothing for a local model (Ollama, or an OpenAI-compatible server
+on localhost), else harness.pricing (the most expensive tier for a model it does not know).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -27,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import pricing
-from harness.agents.base import AgentContext, Proposal, Usage, full_prompt
+from harness.agents.base import AgentContext, Proposal, Usage, full_prompt, summary_enabled
 from harness.caps import Caps
 from harness.config import AgentSettings
 from harness.errors import AgentError, AgentSetupError, AgentTimeout
@@ -55,7 +61,11 @@ BASE_FLAGS = (
 _TOKENS = re.compile(
     r"^Tokens: (?P<sent>[\d.]+k?) sent(?:, (?P<write>[\d.]+k?) cache write)?"
     r"(?:, (?P<hit>[\d.]+k?) cache hit)?, (?P<recv>[\d.]+k?) received\.", re.MULTILINE)
-_SESSION_COST = re.compile(r"Cost: \$(?P<message>[\d.]+) message, \$(?P<session>[\d.]+) session\.")
+_COST = re.compile(r"Cost: \$(?P<message>[\d.]+) message(?:, \$(?P<session>[\d.]+) session)?")
+# litellm's names for errors that may pass by themselves (aider prints them when it gives up)
+_TRANSIENT_ERRORS = ("RateLimitError", "ServiceUnavailableError", "InternalServerError", "APIConnectionError",
+                     "Timeout", "overloaded", "Overloaded")
+_AUTH_ERRORS = ("AuthenticationError", "invalid x-api-key", "Incorrect API key", "invalid api key")
 _APPLIED = re.compile(r"^Applied edit to (?P<path>.+)$", re.MULTILINE)
 
 
@@ -67,15 +77,17 @@ def _count(text: str | None) -> int:
 
 
 def parse_usage(output: str) -> tuple[Usage, bool]:
-    """Tokens summed over aider's per-message usage lines, and the session cost.
-    The flag says whether aider printed a cost at all (it does only for models it can price)."""
+    """Tokens summed over aider's per-message usage lines, and the cost it reported: its last
+    cumulative "session" figure, else the sum of its "message" ones. The flag says whether aider
+    printed a cost at all (it does only for models it can price)."""
     sent = received = cached = 0
     for m in _TOKENS.finditer(output):
         sent += _count(m["sent"])
         received += _count(m["recv"])
         cached += _count(m["hit"])
-    costs = _SESSION_COST.findall(output)
-    cost = float(costs[-1][1]) if costs else 0.0  # "session" is cumulative: the last one is the total
+    costs = list(_COST.finditer(output))
+    sessions = [m["session"] for m in costs if m["session"]]
+    cost = float(sessions[-1]) if sessions else sum(float(m["message"]) for m in costs)
     return Usage(sent, received, cached, cost), bool(costs)
 
 
@@ -179,8 +191,8 @@ def build_command(binary: str, ctx: AgentContext, settings: AgentSettings, scrat
            "--llm-history-file", str(scratch / "llm.history")]
     if settings.model:
         cmd += ["--model", settings.model]
-    if settings.summary_model:
-        cmd += ["--weak-model", settings.summary_model]
+    if settings.summary_model and summary_enabled(settings.summary_model):
+        cmd += ["--weak-model", settings.summary_model]  # aider's own stage split
     cmd += list(extra_args)
     # Notes inside the working tree are editable, as the prompt allows. An editable file outside
     # it (a worker's worktree, with the archive elsewhere) would move aider's root up to a common
@@ -272,9 +284,10 @@ class AiderAgent:
         prompt = full_prompt(ctx)
         files = {name: _read(ctx.workdir / name) for name in ctx.target.editable}
         model = self.settings.model
-        self.caps.check_call(model, len(prompt) + sum(map(len, files.values())) + AIDER_OVERHEAD_CHARS,
-                             OUTPUT_ALLOWANCE)
         env = {**os.environ, **(self.env or {})}
+        local = pricing.is_local(model, env)
+        self.caps.check_call(model, len(prompt) + sum(map(len, files.values())) + AIDER_OVERHEAD_CHARS,
+                             OUTPUT_ALLOWANCE, local=local)
         log = self.log or LlmLog.in_archive(ctx.archive_dir)
         with tempfile.TemporaryDirectory(prefix="harness-aider-") as tmp, \
                 log.call(experiment=ctx.experiment, backend=self.name, stage="propose",
@@ -285,7 +298,7 @@ class AiderAgent:
             run = run_aider(cmd, ctx.workdir, env, self.settings.timeout_s)
             output = redact(run.output, env)  # env: aider's own, which may add keys to ours
             requests, replies = parse_llm_history(_read(scratch / "llm.history"))
-            usage, call.note = priced_usage(output, model)
+            usage, call.note = priced_usage(output, model, local)
             edits = applied_edits(output)
             call.response = output
             call.tool_calls = [{"name": "edit", "path": p} for p in edits]
@@ -316,21 +329,39 @@ class AiderAgent:
             raise AgentError(f"aider exited {run.returncode}: {_tail(output)}",
                              hint="see aider's output in llm_calls.jsonl")
         if not any(replies):  # aider exits 0 even when every model call failed; it printed why
-            raise AgentError(f"aider got no reply from the model: {_tail(output)}",
-                             hint="check the model name, its API key and base URL")
+            raise no_reply_error(output)
 
 
-def priced_usage(output: str, model: str | None) -> tuple[Usage, str | None]:
-    """Usage from aider's output, and a note for the log when its cost is not aider's own."""
+def no_reply_error(output: str) -> AgentError | AgentSetupError:
+    """What a run in which every model call failed means: a rejected key stops the loop (the
+    same key fails all night); rate limits, overload and lost connections may pass."""
+    if any(sign in output for sign in _AUTH_ERRORS):
+        return AgentSetupError("aider: the model's API rejected the key (AuthenticationError)",
+                               hint="check the API key aider uses (ANTHROPIC_API_KEY, OPENAI_API_KEY, ...)")
+    transient = any(sign in output for sign in _TRANSIENT_ERRORS)
+    return AgentError(f"aider got no reply from the model: {_tail(output)}",
+                      hint="check the model name, its API key and base URL", transient=transient)
+
+
+def priced_usage(output: str, model: str | None, local: bool = False) -> tuple[Usage, str | None]:
+    """Usage from aider's output, and a note for the log when its cost is not aider's own:
+    aider's figure when it printed one; 0 for a local model; else harness.pricing, which
+    prices a model it does not know at its most expensive tier (said once, on stderr too)."""
     usage, priced = parse_usage(output)
     if priced or not usage.tokens:
         return usage, None
-    if pricing.lookup(model).source == "default":
-        return usage, "aider printed no cost (a model it cannot price); cost counted as 0"
+    if local:
+        return Usage(usage.tokens_in, usage.tokens_out, usage.tokens_cached, 0.0), "a local model: cost 0"
+    found = pricing.lookup(model)
     cost = pricing.cost(model, usage.tokens_in - usage.tokens_cached, usage.tokens_out,
                         cache_read=usage.tokens_cached)
-    return Usage(usage.tokens_in, usage.tokens_out, usage.tokens_cached, cost), \
-        "aider printed no cost; priced from harness.pricing"
+    note = "aider printed no cost; priced from harness.pricing"
+    if found.source == "default":
+        note = (f"aider printed no cost for {model or 'its default model'}, which harness.pricing does not "
+                "know: counted at the most expensive tier, so --max-cost stops early")
+        if pricing.first_time(note):
+            print(f"note: {note}", file=sys.stderr)
+    return Usage(usage.tokens_in, usage.tokens_out, usage.tokens_cached, cost), note
 
 
 def _read(path: Path) -> str:

@@ -1,14 +1,21 @@
 """The one interface every agent backend implements, what it is given and returns, and the few
-helpers the LLM backends share (system prompt, retry note, one-line description)."""
+helpers the LLM backends share (system prompt, program.md's guidance, retry note, one-line
+description, the summary stage)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
 MAX_DESCRIPTION = 300  # characters of a proposal's description taken from the model's answer
+NO_DESCRIPTION = "(the agent gave no description)"
+GUIDANCE_START, GUIDANCE_END = "<!-- harness:guidance -->", "<!-- /harness:guidance -->"
+SUMMARY_OFF = "none"  # summary_model = "none": no summary stage
+MAX_LESSON_CHARS = 400
+MAX_ANALYSIS_CHARS = 8_000
 
 
 @dataclass(frozen=True)
@@ -19,6 +26,8 @@ class TargetInfo:
     metric: str = "val_bpb"
     direction: str = "min"  # "min": lower is better; "max": higher is better
     description: str = ""  # one paragraph on what is being optimized, for prompts
+    immutable: tuple[str, ...] = ("prepare.py", "analyze.py")  # the fixed measurement: never edited
+    budget: float = 300.0  # seconds per run
 
 
 @dataclass(frozen=True)
@@ -101,4 +110,82 @@ def describe(text: str) -> str:
     """The proposal's one-line description: the last non-empty line of the model's final answer."""
     lines = [ln.strip().strip("*`#> ").strip() for ln in text.splitlines() if ln.strip()]
     line = lines[-1] if lines else ""
-    return line[:MAX_DESCRIPTION] or "(claude gave no description)"
+    return line[:MAX_DESCRIPTION] or NO_DESCRIPTION
+
+
+def program_guidance(program_md: Path) -> str:
+    """The research guidance of a repository's program.md: the parts between
+    `<!-- harness:guidance -->` and `<!-- /harness:guidance -->` (the rest of program.md tells an
+    agent that drives the loop itself how to run it, which a backend must not do). "" if none."""
+    try:
+        text = Path(program_md).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    parts = []
+    for chunk in text.split(GUIDANCE_START)[1:]:
+        body = chunk.split(GUIDANCE_END, 1)[0].strip()
+        if body:
+            parts.append(re.sub(r"^\d+\.\s", "- ", body))  # a step of program.md's loop, as a bullet
+    return "\n".join(parts)
+
+
+def guidance_section(root: Path) -> str:
+    """program.md's guidance as a prompt section ("" when the repository has none)."""
+    guidance = program_guidance(Path(root) / "program.md")
+    return f"\n\n## Research guidance (from program.md)\n{guidance}\n" if guidance else ""
+
+
+# --- the summary stage -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SummaryTask:
+    """One cheap call before a proposal: the last experiment's analysis -> a lesson in insights.md."""
+
+    experiment: int  # the experiment summarized (the one before ctx.experiment)
+    system: str  # harness/prompts/summary.md
+    prompt: str  # what happened and its analysis.md
+
+
+def summary_enabled(summary_model: str | None) -> bool:
+    return (summary_model or "").strip().lower() != SUMMARY_OFF
+
+
+def summary_task(ctx: AgentContext) -> SummaryTask | None:
+    """The summary to make before proposing, or None: no earlier experiment with an analysis,
+    or its lesson is already in insights.md (a retry of the same experiment, a restart)."""
+    from harness.notes import Notes
+
+    last = ctx.history[-1] if ctx.history else None
+    if not last or last.get("status") == "baseline" or last.get("commit") in (None, "", "-"):
+        return None
+    experiment = last.get("experiment")
+    if not isinstance(experiment, int) or Notes(ctx.archive_dir).has_insight(experiment):
+        return None
+    try:
+        analysis = (ctx.archive_dir / str(last["commit"]) / "analysis.md").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if not analysis.strip():
+        return None
+    if len(analysis) > MAX_ANALYSIS_CHARS:
+        analysis = analysis[:MAX_ANALYSIS_CHARS] + "\n[... cut]"
+    value = last.get("value")
+    outcome = f"{last.get('status')}" + (f", {ctx.target.metric} {value:.6f}" if isinstance(value, float) else "")
+    prompt = (f"Experiment {experiment}: {last.get('description') or '(no description)'}\n"
+              f"Outcome: {outcome}\n\n{analysis.strip()}\n")
+    system = resources.files("harness.prompts").joinpath("summary.md").read_text(encoding="utf-8")
+    return SummaryTask(experiment, system, prompt)
+
+
+def record_lesson(ctx: AgentContext, task: SummaryTask, text: str) -> str | None:
+    """Append the model's lesson (its first 1-3 lines, as one bullet) under `## Findings` of
+    insights.md, tagged with the experiment. Returns the lesson, or None if the reply was empty."""
+    from harness.notes import Notes
+
+    lines = [ln.strip().lstrip("-*• ").strip() for ln in text.splitlines() if ln.strip()][:3]
+    lesson = " ".join(lines)[:MAX_LESSON_CHARS].strip()
+    if not lesson:
+        return None
+    Notes(ctx.archive_dir).append_insight(lesson, experiment=task.experiment)
+    return lesson

@@ -121,10 +121,26 @@ class EditTools:
     # --- paths -------------------------------------------------------------------------------
 
     def _inside(self, base: Path, rel: str) -> Path:
-        path = (base / rel).resolve()
+        if "\0" in rel:
+            raise ToolError(f"{rel!r} contains a NUL byte; give a plain relative path like 'train.py'")
+        try:
+            path = (base / rel).resolve()
+        except (OSError, ValueError) as e:  # e.g. a name too long, a symlink loop
+            raise ToolError(f"{rel!r} is not a usable path: {e}") from None
         if not path.is_relative_to(base.resolve()):
             raise ToolError(f"{rel!r} is outside the allowed directory")
         return path
+
+    @staticmethod
+    def _read_utf8(target: Path, rel: str) -> str:
+        """An editable file's text; one that is not UTF-8 cannot be edited by string replacement."""
+        try:
+            return target.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ToolError(f"{rel} is not UTF-8 text (bad byte at offset {e.start}); "
+                            "rewrite it whole with write_file") from None
+        except OSError as e:
+            raise ToolError(f"cannot read {rel}: {e.strerror or e}") from None
 
     def _editable(self, rel: str) -> Path:
         clean = Path(rel).as_posix().removeprefix("./")
@@ -141,6 +157,10 @@ class EditTools:
         lines = target.read_text(encoding="utf-8", errors="replace").splitlines()
         first = max(1, start_line or 1)
         last = min(len(lines), end_line or len(lines))
+        if lines and first > len(lines):
+            raise ToolError(f"start_line {first} is past the end of {path} ({len(lines)} lines)")
+        if end_line is not None and end_line < first:
+            raise ToolError(f"end_line {end_line} is before start_line {first}")
         shown = "\n".join(f"{n:5d}\t{lines[n - 1]}" for n in range(first, last + 1))
         if len(shown) > MAX_VIEW_CHARS:
             shown = shown[:MAX_VIEW_CHARS] + "\n[... cut: ask for a line range with start_line/end_line]"
@@ -148,7 +168,7 @@ class EditTools:
 
     def _tool_replace_in_file(self, path: str, old_string: str, new_string: str) -> str:
         target = self._editable(path)
-        text = target.read_text(encoding="utf-8")
+        text = self._read_utf8(target, path)
         count = text.count(old_string) if old_string else 0
         if count != 1:
             found = "not found" if count == 0 else f"found {count} times"
@@ -173,7 +193,7 @@ class EditTools:
         if len(text) > MAX_NOTE_CHARS:
             raise ToolError(f"a note is at most {MAX_NOTE_CHARS} chars")
         target = self._inside(self.archive_dir, file)
-        old = target.read_text(encoding="utf-8") if target.exists() else ""
+        old = self._read_utf8(target, file) if target.exists() else ""
         sep = "" if not old or old.endswith("\n") else "\n"
         target.write_text(old + sep + text.rstrip("\n") + "\n", encoding="utf-8")
         self.changed.add(f"{self.archive_dir.name}/{file}")

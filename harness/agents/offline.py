@@ -11,12 +11,15 @@ It keeps no state of its own: its memory is the ledger (results.tsv) plus the ed
 every attempt (`git show <commit>:<file>`, or the archive's snapshot), so it survives kill -9,
 resets and switching agents. It never proposes a configuration that any earlier attempt used.
 
-Which knobs it turns: numeric UPPER_CASE module-level constants (harness/knobs.py), except
+Which knobs it turns: numeric UPPER_CASE module-level constants of the first editable file that
+has any: a Python file's assignments, or any other file's `KEY = number` / `KEY: number` lines
+(TOML, INI, YAML-like configs; see harness/knobs.py), except
 - a line marked `# harness: fixed`;
 - names that only change logging, evaluation, seeding or budget accounting (SEED, LOG_*, EVAL_*,
   *_EVERY, *_INTERVAL, UNCHARGED_*, *BUDGET*, ...), which would measure noise or game the budget.
 Knobs that usually matter in a short budget (learning rates, schedule fractions, model size,
-batch size, weight decay) come first, each with the direction a short budget tends to favour.
+batch size, weight decay) come first, each with the direction a short budget tends to favour;
+any other knob follows, upward first. Which way is better (min or max) comes from the target.
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ class History:
     moves: list[Move] = field(default_factory=list)  # pure knob changes, ledger order
     rows: list[Row] = field(default_factory=list)
     direction: str = "min"
+    python: bool = True  # the file's knobs are Python assignments (else config lines)
 
     def leads(self) -> dict[int, Move]:
         """Per experiment, the move it is about: the highest-priority knob it changed (a batch
@@ -177,13 +181,17 @@ class History:
         return [m for m in self.leads().values() if m.name == name]
 
 
-def fingerprint(source: str) -> str:
+def fingerprint(source: str, python: bool = True) -> str:
     """Identity of a configuration: the file's syntax tree with constant arithmetic folded, so
-    comments, spacing and spelling (`2**12` or `4096`, `3e-4` or `0.0003`) do not count."""
-    try:
-        text = ast.dump(_Fold().visit(ast.parse(source)))
-    except SyntaxError:
-        text = source
+    comments, spacing and spelling (`2**12` or `4096`, `3e-4` or `0.0003`) do not count. A
+    config file's lines with its knob values as numbers and its comments dropped, likewise."""
+    if not python:
+        text = kn.canonical_text(source)
+    else:
+        try:
+            text = ast.dump(_Fold().visit(ast.parse(source)))
+        except SyntaxError:
+            text = source
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -218,37 +226,38 @@ class _Files:
         return self._cache[commit]
 
 
-def _values(source: str | None) -> dict[str, int | float] | None:
+def _values(source: str | None, python: bool = True) -> dict[str, int | float] | None:
     if source is None:
         return None
     try:
-        return {k.name: k.value for k in kn.read_knobs(source).values()}
+        return {k.name: k.value for k in kn.read_knobs(source, python=python).values()}
     except SyntaxError:
         return None
 
 
-def build_history(rows: list[Row], files: _Files, extra_commits: list[str], direction: str = "min") -> History:
-    history = History(rows=rows, direction=direction)
+def build_history(rows: list[Row], files: _Files, extra_commits: list[str], direction: str = "min",
+                  python: bool = True) -> History:
+    history = History(rows=rows, direction=direction, python=python)
     last_kept: str | None = None
     for row in rows:
         text = files.at(row.commit)
         if text is not None:
-            history.tried.setdefault(fingerprint(text), row.experiment)
+            history.tried.setdefault(fingerprint(text, python), row.experiment)
         parent = files.at(row.parent) if row.parent not in ("", "-") else None
         if parent is None and last_kept is not None:
             parent = files.at(last_kept)
         if row.kept and text is not None:
             last_kept = row.commit
-        history.moves += _moves(row, parent, text)
+        history.moves += _moves(row, parent, text, python)
     for commit in extra_commits:  # attempts committed but maybe never recorded (kill -9)
         text = files.at(commit)
         if text is not None:
-            history.tried.setdefault(fingerprint(text), None)
+            history.tried.setdefault(fingerprint(text, python), None)
     return history
 
 
-def _moves(row: Row, parent: str | None, text: str | None) -> list[Move]:
-    old, new = _values(parent), _values(text)
+def _moves(row: Row, parent: str | None, text: str | None, python: bool = True) -> list[Move]:
+    old, new = _values(parent, python), _values(text, python)
     if old is None or new is None or parent is None or text is None:
         return []
     changed = [n for n in new if n in old and new[n] != old[n]]
@@ -256,8 +265,8 @@ def _moves(row: Row, parent: str | None, text: str | None) -> list[Move]:
         return []
     replayed = parent
     for name in changed:
-        replayed = kn.set_knob(replayed, name, new[name])
-    if fingerprint(replayed) != fingerprint(text):
+        replayed = kn.set_knob(replayed, name, new[name], python=python)
+    if fingerprint(replayed, python) != fingerprint(text, python):
         return []  # code changed too: not a clean lesson about these knobs
     return [Move(row.experiment, n, old[n], new[n], row.status, row.value, row.delta, row.margin) for n in changed]
 
@@ -293,15 +302,16 @@ class Candidate:
     also: tuple[tuple[str, int | float, int | float], ...] = ()  # knobs moved along: (name, old, new)
 
 
-def edit(source: str, knobs: dict[str, kn.Knob], name: str, new: int | float) -> tuple[str, tuple] | None:
+def edit(source: str, knobs: dict[str, kn.Knob], name: str, new: int | float,
+         python: bool = True) -> tuple[str, tuple] | None:
     """`source` with knob `name` set to `new`, plus the co-moves that keep the file's module-level
     asserts true (another knob of a failing assert scaled by the same ratio), or None if no
     such edit exists. Returns (edited source, ((name, old, new), ...) of the co-moves)."""
-    tests = kn.constraints(source)
+    tests = kn.constraints(source, python=python)
     values = {k.name: k.value for k in knobs.values()} | {name: new}
     failing = kn.violated(tests, values)
     if not failing:
-        return kn.set_knob(source, name, new), ()
+        return kn.set_knob(source, name, new, python=python), ()
     old = knobs[name].value
     if old == 0:
         return None
@@ -318,7 +328,8 @@ def edit(source: str, knobs: dict[str, kn.Knob], name: str, new: int | float) ->
         else:
             moved = kn.tidy(moved)
         if not kn.violated(tests, values | {other: moved}):
-            return kn.set_knob(kn.set_knob(source, name, new), other, moved), ((other, knob.value, moved),)
+            edited = kn.set_knob(kn.set_knob(source, name, new, python=python), other, moved, python=python)
+            return edited, ((other, knob.value, moved),)
     return None
 
 
@@ -329,13 +340,14 @@ class OfflineAgent:
 
     def propose(self, ctx: AgentContext) -> Proposal:
         path, source = self._editable(ctx)
-        knobs = kn.read_knobs(source)
+        python = kn.is_python(path)
+        knobs = kn.read_knobs(source, python=python)
         notes = Notes(ctx.archive_dir)
         history = self._history(ctx, path)
-        history.tried.setdefault(fingerprint(source), None)
+        history.tried.setdefault(fingerprint(source, python), None)
         self._learn(ctx, notes, history)
         knobs = {n: k for n, k in knobs.items() if n not in overridden(ctx.archive_dir, history.rows, knobs)}
-        candidate = self._from_ideas(ctx, notes, source, knobs, history) or self._mutation(source, knobs, history)
+        candidate = self._from_ideas(ctx, notes, source, knobs, history) or self._mutation(source, knobs, history, ctx)
         if candidate is None:
             raise AgentError("no untried configuration left",
                              hint="add ideas to ideas_queue.md, or switch to an LLM agent")
@@ -358,14 +370,14 @@ class OfflineAgent:
 
     @staticmethod
     def _editable(ctx: AgentContext) -> tuple[str, str]:
-        """The first editable Python file with tunable knobs, and its text."""
+        """The first editable file with tunable knobs, and its text."""
         for rel in ctx.target.editable:
             file = ctx.workdir / rel
-            if not rel.endswith(".py") or not file.is_file():
+            if not file.is_file():
                 continue
             source = file.read_bytes().decode("utf-8", errors="replace")
             try:
-                found = kn.read_knobs(source)
+                found = kn.read_knobs(source, python=kn.is_python(rel))
             except SyntaxError as e:
                 raise AgentError(f"{rel} does not parse (line {e.lineno}); the offline agent edits knobs only",
                                  hint="fix the file or reset to the best commit") from None
@@ -382,7 +394,8 @@ class OfflineAgent:
             repo = None
         rows = Ledger(ctx.archive_dir / "results.tsv", ctx.target.metric).rows()
         extra = list(repo.refs(ATTEMPT_REFS).values()) if repo is not None else []
-        return build_history(rows, _Files(repo, ctx.archive_dir, path), extra, ctx.target.direction)
+        return build_history(rows, _Files(repo, ctx.archive_dir, path), extra, ctx.target.direction,
+                             kn.is_python(path))
 
     # -- learning: insights and ideas from what the ledger says --------------------------------
 
@@ -416,11 +429,11 @@ class OfflineAgent:
             if _same(knob.value, value):
                 notes.mark_idea(idea.text, None, f"already in effect ({name} = {kn.format_value(value)})")
                 continue
-            made = edit(source, knobs, name, value)
+            made = edit(source, knobs, name, value, history.python)
             if made is None:
                 notes.mark_idea(idea.text, None, "skipped: it breaks an assert of the file")
                 continue
-            key = fingerprint(made[0])
+            key = fingerprint(made[0], history.python)
             if key in history.tried:
                 notes.mark_idea(idea.text, history.tried[key], "already tried (same configuration)")
                 continue
@@ -428,15 +441,18 @@ class OfflineAgent:
             return Candidate(name, knob.value, value, made[0], reason, idea, made[1])
         return None
 
-    def _mutation(self, source: str, knobs: dict[str, kn.Knob], history: History) -> Candidate | None:
+    def _mutation(self, source: str, knobs: dict[str, kn.Knob], history: History,
+                  ctx: AgentContext | None = None) -> Candidate | None:
         for knob in self._knob_order(knobs, history):
             for direction, level, why in self._plan(knob, history):
                 new = step_value(knob.name, knob.value, knob.kind, direction, level)
                 if new is None:
                     continue
-                made = edit(source, knobs, knob.name, new)
-                if made is None or fingerprint(made[0]) in history.tried:
+                made = edit(source, knobs, knob.name, new, history.python)
+                if made is None or fingerprint(made[0], history.python) in history.tried:
                     continue  # invalid by the file's own asserts, or tried before
+                if ctx is not None and _in_flight(ctx, knob.name, new):
+                    continue  # another worker runs this change now
                 return Candidate(knob.name, knob.value, new, made[0], why, also=made[1])
         return None
 
@@ -515,8 +531,9 @@ def _same(a: int | float, b: int | float) -> bool:
 
 
 def _in_flight(ctx: AgentContext, name: str, value: int | float) -> bool:
-    written = f"{name} = {kn.format_value(value)}"
-    return any(written in d for d in ctx.in_flight)
+    """Another worker's attempt sets `name` to `value`: an idea's `NAME = v` or a move's `NAME old -> v`."""
+    written = re.compile(rf"\b{re.escape(name)} (?:= |\S+ -> ){re.escape(kn.format_value(value))}(?![\w.])")
+    return any(written.search(d) for d in ctx.in_flight)
 
 
 def _lesson(moves: list[Move], row: Row, metric: str, direction: str) -> str:

@@ -24,10 +24,12 @@ def make_agent(settings: AgentSettings, archive_dir: Path) -> Agent:
             raise ConfigError("--agent command needs --agent-command 'CMD'", hint="e.g. --agent-command './my_agent.sh'")
         from harness.agents.command import CommandAgent
         return CommandAgent(settings.command, timeout_s=settings.timeout_s)
-    from harness.caps import Caps
+    from harness.caps import Caps, open_session
     from harness.llmlog import LlmLog
-    log = LlmLog(Path(archive_dir) / "llm_calls.jsonl")
-    caps = Caps(settings.max_cost, settings.max_tokens)
+    # The night's session: a loop started again after Ctrl-C or kill -9 counts what it spent.
+    session = open_session(Path(archive_dir))
+    log = LlmLog.in_archive(archive_dir, session)
+    caps = Caps.from_log(log.path, session, settings.max_cost, settings.max_tokens)
     if name == "claude":
         from harness.agents.claude import ClaudeCodeAgent
         return ClaudeCodeAgent(settings, log, caps)

@@ -1,35 +1,62 @@
-"""`harness llm-log`: list, filter, summarize and export the model-call log."""
+"""`harness llm-log`: list, filter, sort, summarize and export the model-call log, or show one call.
+
+Everything from the log reaches rich as `Text`, never as markup: a model name or an error like
+`[/usr/bin/claude]` would otherwise be parsed as a closing tag and crash the table.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import click
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from harness.commands.common import handle_errors, repo_option
+from harness.commands.view import find_root
 from harness.config import load_config
-from harness.llmlog import FILE_NAME, STAGES, CallFilter, read_calls, stats
+from harness.errors import UsageError
+from harness.llmlog import FILE_NAME, SORTS, STAGES, CallFilter, numbered_calls, order_calls, stats
 
 TABLE_LIMIT = 50  # rows the table shows unless --limit says otherwise
+BODY_FIELDS = ("prompt", "response", "tool_calls", "error")  # shown in panels by --show, not in its header
 
 
-def _calls_table(calls: list[dict]) -> Table:
-    table = Table(title=f"{len(calls)} model calls", show_lines=False)
-    for name, justify in (("time", "left"), ("exp", "right"), ("backend", "left"), ("stage", "left"),
-                          ("model", "left"), ("in", "right"), ("out", "right"), ("cached", "right"),
-                          ("cost $", "right"), ("secs", "right"), ("retries", "right"), ("error", "left")):
+def _int(value: object) -> int:
+    try:
+        return int(float(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(value: object) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _calls_table(calls: list[tuple[int, dict]], title: str) -> Table:
+    table = Table(title=title, show_lines=False)
+    for name, justify in (("#", "right"), ("time", "left"), ("exp", "right"), ("backend", "left"),
+                          ("stage", "left"), ("model", "left"), ("in", "right"), ("out", "right"),
+                          ("cached", "right"), ("cost $", "right"), ("secs", "right"), ("retries", "right"),
+                          ("error", "left")):
         table.add_column(name, justify=justify, no_wrap=name != "error")
-    for c in calls:
+    for n, c in calls:
+        error = " ".join(str(c["error"]).split())[:80] if c.get("error") else ""
         table.add_row(
-            str(c.get("ts", ""))[:19].replace("T", " "),
+            str(n),
+            Text(str(c.get("ts", ""))[:19].replace("T", " ")),
             str(c.get("experiment") if c.get("experiment") is not None else "-"),
-            str(c.get("backend", "")), str(c.get("stage", "")), str(c.get("model") or "-"),
-            f"{int(c.get('tokens_in') or 0):,}", f"{int(c.get('tokens_out') or 0):,}",
-            f"{int(c.get('tokens_cached') or 0):,}", f"{float(c.get('cost_usd') or 0):.4f}",
-            f"{float(c.get('duration_s') or 0):.1f}", str(c.get("retries") or 0),
-            (str(c.get("error"))[:80] if c.get("error") else ""),
+            Text(str(c.get("backend", ""))), Text(str(c.get("stage", ""))), Text(str(c.get("model") or "-")),
+            f"{_int(c.get('tokens_in')):,}", f"{_int(c.get('tokens_out')):,}",
+            f"{_int(c.get('tokens_cached')):,}", f"{_float(c.get('cost_usd')):.4f}",
+            f"{_float(c.get('duration_s')):.1f}", str(_int(c.get("retries"))),
+            Text(error, style="red"),
         )
     return table
 
@@ -47,41 +74,108 @@ def _stats_table(s) -> Table:
     return table
 
 
+def _as_text(value: object) -> Text:
+    """A prompt or response as the model saw it: strings verbatim, anything else as indented JSON."""
+    if isinstance(value, str):
+        return Text(value)
+    return Text(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def call_view(n: int, call: dict) -> RenderableType:
+    """One call whole: its fields, then the prompt, the response, the tool calls and the error."""
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    for key, value in call.items():
+        if key not in BODY_FIELDS:
+            head.add_row(Text(key), Text("-" if value is None else str(value)))
+    parts: list[RenderableType] = [Panel(head, title=f"call #{n}", title_align="left")]
+    for key, title, style in (("prompt", "prompt", ""), ("response", "response", ""),
+                              ("tool_calls", "tool calls", ""), ("error", "error", "red")):
+        value = call.get(key)
+        if value in (None, "", [], {}):
+            if key in ("prompt", "response"):
+                parts.append(Panel(Text(f"(no {title} logged)", style="dim"), title=title, title_align="left"))
+            continue
+        parts.append(Panel(_as_text(value), title=title, title_align="left", border_style=style or "none"))
+    return Group(*parts)
+
+
+def _print(renderable: RenderableType, paged: bool) -> None:
+    """Straight to stdout, or through the pager ($PAGER, else less) when stdout is a terminal."""
+    console = Console()
+    if not paged:
+        console.print(renderable)
+        return
+    with console.capture() as captured:
+        console.print(renderable)
+    click.echo_via_pager(captured.get())
+
+
 @click.command("llm-log")
 @click.option("--experiment", "-e", type=int, help="Only calls for this experiment number.")
 @click.option("--backend", "-b", help="Only calls of this backend (claude, anthropic, ...).")
 @click.option("--stage", "-s", type=click.Choice(STAGES), help="Only proposal or summary calls.")
 @click.option("--session", help="Only calls of one loop invocation (its session id).")
+@click.option("--model", "-m", help="Only calls whose model name contains this (any case).")
+@click.option("--errors", "errors_only", is_flag=True, help="Only the calls that failed.")
+@click.option("--sort", "sort_by", type=click.Choice(SORTS), default="time", show_default=True,
+              help="Order: by time the oldest first; by cost, tokens or latency the biggest first.")
+@click.option("--reverse", "-r", is_flag=True, help="Flip the order (newest first, cheapest first, ...).")
+@click.option("--show", "show", type=click.IntRange(min=1), metavar="N",
+              help="Print call N (the # column) whole: prompt, response, tool calls, usage, error.")
 @click.option("--stats", "show_stats", is_flag=True, help="Totals: count, tokens, cost, latency, error rate.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (a list of calls, or the stats).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (a list of calls, one call, or the stats).")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON call per line (for export).")
-@click.option("--limit", "-n", type=click.IntRange(min=0), help=f"The last N calls (table default {TABLE_LIMIT}).")
+@click.option("--limit", "-n", type=click.IntRange(min=0),
+              help=f"The newest N calls (by --sort time), else the first N in that order (table default {TABLE_LIMIT}).")
+@click.option("--no-pager", is_flag=True, help="Never page, even on a terminal.")
 @repo_option
 @handle_errors
-def llm_log(experiment, backend, stage, session, show_stats, as_json, as_jsonl, limit, repo):
-    """List the model calls the agents made (.auto-log-research/llm_calls.jsonl)."""
+def llm_log(experiment, backend, stage, session, model, errors_only, sort_by, reverse, show, show_stats,
+            as_json, as_jsonl, limit, no_pager, repo):
+    """List the model calls the agents made (.auto-log-research/llm_calls.jsonl).
+
+    On a terminal the table and --show go through a pager ($PAGER, else less); piped, they print plainly.
+    """
     if as_json and as_jsonl:
         raise click.UsageError("choose one of --json and --jsonl")
+    paged = not no_pager and sys.stdout.isatty()
+    path = load_config(find_root(repo)).archive_dir / FILE_NAME
+    if show is not None:
+        found = dict(numbered_calls(path)).get(show)
+        if found is None:
+            count = len(numbered_calls(path))
+            raise UsageError(f"no call #{show}: the log has {count} calls",
+                             hint="pick a number from the # column of `harness llm-log`")
+        if as_json or as_jsonl:
+            click.echo(json.dumps(found, indent=None if as_jsonl else 2, ensure_ascii=False))
+        else:
+            _print(call_view(show, found), paged)
+        return
     table_view = not (as_json or as_jsonl or show_stats)
     if limit is None and table_view:
         limit = TABLE_LIMIT
-    path = load_config(repo).archive_dir / FILE_NAME
-    calls = read_calls(path, CallFilter(experiment, backend, stage, session, limit))
+    matching = numbered_calls(path, CallFilter(experiment, backend, stage, session, model=model, errors=errors_only))
     if show_stats:
-        summary = stats(calls)
+        summary = stats([c for _, c in matching])
         if as_json or as_jsonl:
             click.echo(json.dumps(summary.as_dict()))
         else:
             Console().print(_stats_table(summary))
-    elif as_json:
-        click.echo(json.dumps(calls, indent=2, ensure_ascii=False))
+        return
+    shown = order_calls(matching, sort_by, reverse, limit)
+    if as_json:
+        click.echo(json.dumps([c for _, c in shown], indent=2, ensure_ascii=False))
     elif as_jsonl:
-        for call in calls:
+        for _, call in shown:
             click.echo(json.dumps(call, ensure_ascii=False))
-    elif not calls:
+    elif not shown:
         click.echo(f"no model calls logged yet in {path}" if not path.exists() else "no calls match")
     else:
-        Console().print(_calls_table(calls))
+        order = f"by {sort_by}" + (", reversed" if reverse else "")
+        title = f"{len(shown)} of {len(matching)} model calls ({order})"
+        _print(_calls_table(shown, title), paged)
 
 
 commands = [llm_log]

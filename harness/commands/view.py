@@ -18,7 +18,7 @@ from harness.config import load_config
 from harness.errors import UsageError
 from harness.ledger import Ledger
 from harness.notes import Idea, Notes
-from harness.report import idea_experiment, idea_parts, ledger_metric
+from harness.report import idea_parts, idea_state, ledger_metric
 
 
 def find_root(repo: Path | None) -> Path:
@@ -46,7 +46,7 @@ def report(output: Path | None, repo: Path | None) -> None:
 
 
 @click.command()
-@click.option("--port", type=int, default=8765, show_default=True, envvar="HARNESS_DASHBOARD_PORT",
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, envvar="HARNESS_DASHBOARD_PORT",
               help="Port to listen on (0 picks a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 @repo_option
@@ -87,16 +87,11 @@ def ideas_table(ideas: list[Idea], rows: dict) -> Table | str:
     for name in ("state", "idea", "why", "result"):
         table.add_column(name, overflow="fold")
     for idea in ideas:
-        state = "[green]tried[/green]" if idea.done else "[yellow]pending[/yellow]"
         text, why = idea_parts(idea)
-        n = idea_experiment(idea)
-        row = rows.get(n) if n is not None else None
-        result = idea.result
-        if row is not None:  # the ledger is the truth; the note may be stale
-            value = "no result" if row.value is None else f"{row.value:.6f}"
-            result = f"exp {row.experiment}: {row.status} {value}"
+        st = idea_state(idea, rows)  # the same function decides what the report shows
+        state = Text(st.state, style="green" if st.state == "tried" else "yellow")
         # Text(), not markup: an agent wrote these, and a stray `[/x]` would break rich's parser.
-        table.add_row(state, Text(text), Text(why), Text(result), style=None if idea.done else "bold")
+        table.add_row(state, Text(text), Text(why), Text(st.result), style="bold" if st.state == "pending" else None)
     return table
 
 

@@ -7,6 +7,9 @@ Lab's default LocalRunner. `slots` says what each worker's runs get: GPU ids or 
     executor = make_executor("local", workers=2)         # checks resources; UsageError if short
     outcome = executor.run(spec, on_line=print)          # may raise InfraError (ray: lost worker)
     executor.close()
+
+`run_device(executor, worker)` says what a run had (device label, GPUs, CPU threads); Lab.run_once
+writes it into each run's outcome.json, which is where GPU-hours come from (harness/workers.py).
 """
 
 from __future__ import annotations
@@ -51,6 +54,18 @@ class Executor(Protocol):
             stop_event=None) -> RunOutcome: ...
 
     def close(self) -> None: ...
+
+
+def run_device(executor: object, worker: int) -> dict:
+    """What a run of `worker` through `executor` has, for its outcome.json. A run outside the
+    executors (the Lab's own runner: `harness init`, a serial loop) sees this machine as it is."""
+    slots = getattr(executor, "slots", None) or []
+    slot = next((s for s in slots if s.worker == worker), None)
+    if slot is None:
+        from harness.executors.local import serial_slot
+
+        slot = serial_slot()
+    return {"worker": worker, "device": slot.label, "gpus": slot.gpus, "cpus": slot.cpus}
 
 
 def make_executor(kind: str, workers: int, *, ray_address: str | None = None, resources: Resources = AUTO,

@@ -3,6 +3,7 @@ split between CPU workers (OMP_NUM_THREADS = cores // workers)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -36,6 +37,18 @@ def visible_gpus() -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+@functools.cache
+def serial_slot() -> Slot:
+    """What one run of a serial loop has: train.py takes the first visible GPU (unless ALR_DEVICE
+    says otherwise), else the cores OMP_NUM_THREADS allows (default: all)."""
+    gpus = [] if os.environ.get("ALR_DEVICE", "cuda").startswith(("cpu", "mps")) else visible_gpus()
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    cores = int(threads) if threads.isdigit() and int(threads) > 0 else cpu_cores()
+    if gpus:
+        return Slot(0, f"GPU {gpus[0]}", 1.0, cores)
+    return Slot(0, f"{cores} thread{'s' if cores > 1 else ''}", 0.0, cores)
 
 
 def thread_env(threads: int) -> dict[str, str]:

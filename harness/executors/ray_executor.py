@@ -6,16 +6,25 @@ sandboxed runner as a local run, and sends back the run's outputs (run.log, metr
 run_summary.json, the evaluation receipt, ...) for the archive. Tracked files the run changed
 come back too, so the harness's integrity check sees them as it would locally.
 
-A lost node or worker process (the task died, not the training) is retried once; a second loss
-raises InfraError, which the loop records as `infra`, never against the idea. `ray` is an
-optional dependency, imported only here and only when this executor is used.
+What a Ray error means for the attempt (`classify`):
+- the node, the worker process, the object store, the node's disk, the task's runtime env, a
+  cancel by someone else: infrastructure. Retried once; a second failure raises InfraError,
+  which the loop records as `infra`, never against the idea.
+- Ray's memory monitor killed the run's worker (OutOfMemoryError): the run used too much
+  memory, so the attempt is an OOM crash, as it would be locally.
+- a task that Ray does not start within HARNESS_RAY_SCHEDULE_TIMEOUT seconds (default 600: no
+  node has room, or none ever will): InfraError at once, so the loop never waits forever.
+- anything else is a FatalError: one line saying what failed.
 
-Nodes need what a local run needs: this package installed (the task imports harness.runner),
-and the data prepared in their cache (ALR_CACHE_DIR and ALR_DATASET are forwarded).
+`ray` is an optional dependency, imported only here and only when this executor is used. Nodes
+need what a local run needs: this package installed (the task imports harness.runner), and the
+data prepared in their cache (ALR_CACHE_DIR and ALR_DATASET are forwarded). HARNESS_RAY_RUNTIME_ENV
+(JSON) is passed to every task as its Ray runtime_env, e.g. '{"pip": ["auto-log-research"]}'.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -28,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import runner
-from harness.errors import InfraError, UsageError
+from harness.errors import FatalError, HarnessError, InfraError, UsageError
 from harness.executors import AUTO, Resources, Slot
 from harness.executors.local import thread_env
 
@@ -38,6 +47,9 @@ MAX_SHIPPED_BYTES = 256 * 2**20  # the snapshot: code, not data (data is prepare
 MAX_RETURNED_FILE = 64 * 2**20
 POLL_S = 0.2
 CONNECT_TIMEOUT_S = float(os.environ.get("HARNESS_RAY_CONNECT_TIMEOUT", "90"))
+SCHEDULE_TIMEOUT_ENV = "HARNESS_RAY_SCHEDULE_TIMEOUT"
+SCHEDULE_TIMEOUT_S = 600.0  # a run Ray has not started by then is an infra failure
+RUNTIME_ENV_ENV = "HARNESS_RAY_RUNTIME_ENV"
 # Runs the command as its child and ends the run's whole process group if the Ray worker that
 # started it dies (else the training would go on, orphaned, holding the node's CPUs or GPU).
 _DIE_WITH_PARENT = """\
@@ -77,27 +89,36 @@ class RayExecutor:
         self.ray = _import_ray()
         self.address = address
         self.emit = emit or (lambda level, text: None)
+        self.schedule_timeout_s = _schedule_timeout()
+        self.runtime_env = _runtime_env()
+        self.in_flight: dict[int, object] = {}  # worker -> its task (an ObjectRefGenerator)
         _connect(self.ray, address)
         try:
             self.slots = _plan(self.ray.cluster_resources(), workers, resources, self.emit)
+            self._remote = self.ray.remote(_run_task)
+            if self.runtime_env:
+                self._remote.options(runtime_env=self.runtime_env)  # Ray checks it here
+        except (TypeError, ValueError) as e:
+            self.ray.shutdown()
+            raise UsageError(f"{RUNTIME_ENV_ENV} is not a runtime_env Ray accepts: {_first_line(e)}",
+                             hint="see https://docs.ray.io/en/latest/ray-core/handling-dependencies.html") from None
         except BaseException:
             self.ray.shutdown()
             raise
-        self._remote = self.ray.remote(_run_task)
 
     def run(self, spec: runner.RunSpec, *, on_line=None, stop_event=None) -> runner.RunOutcome:
         slot = _slot_of(self.slots, spec.env)
         payload = _snapshot(spec.cwd)
-        last: BaseException | None = None
+        last: _Lost | None = None
         for attempt in range(RETRIES + 1):
             try:
                 return self._run_once(spec, slot, payload, stop_event)
             except _Lost as e:
-                last = e.__cause__ or e
+                last = e
                 if attempt < RETRIES:
-                    self.emit("warn", f"the Ray task was lost ({_first_line(last)}); retrying it once")
-        raise InfraError(f"the Ray task was lost twice: {_first_line(last)}",
-                         hint="check the cluster (`ray status`); the attempt was not counted against the idea")
+                    self.emit("warn", f"the Ray task {e.what} ({e.reason}); retrying it once")
+        assert last is not None
+        raise InfraError(f"the Ray task {last.what} twice: {last.reason}", hint=last.hint)
 
     def _run_once(self, spec: runner.RunSpec, slot: Slot, payload: dict[str, bytes], stop_event) -> runner.RunOutcome:
         ray = self.ray
@@ -105,47 +126,136 @@ class RayExecutor:
         job = {"argv": spec.argv, "shell_command": spec.shell_command, "env": env,
                "local_cwd": str(spec.cwd), "local_out": str(spec.out_dir), "local_python": sys.executable,
                "wall_limit_s": spec.wall_limit_s, "memory_mb": spec.memory_mb,
-               "output_cap_bytes": spec.output_cap_bytes, "network": spec.network}
-        options = {"num_cpus": slot.cpus, "max_retries": 0, "name": f"alr-run-w{slot.worker}"}
+               "output_cap_bytes": spec.output_cap_bytes, "network": spec.network,
+               "home": spec.home is not None}
+        options: dict = {"num_cpus": slot.cpus, "max_retries": 0, "name": f"alr-run-w{slot.worker}"}
         if slot.gpus:
             options["num_gpus"] = slot.gpus
-        started = time.monotonic()
+        if self.runtime_env:
+            options["runtime_env"] = self.runtime_env
+        submitted = time.monotonic()
+        started: float | None = None  # when the task said it runs (its first item)
+        task = None
         try:
-            ref = self._remote.options(**options).remote(payload, job)
-        except Exception as e:  # noqa: BLE001 - the cluster went away between runs
-            raise _Lost() from e
-        while True:
-            if stop_event is not None and stop_event.is_set():
-                ray.cancel(ref, force=True)
-                return _outcome_without_run(spec, time.monotonic() - started, "stopped by the harness\n",
-                                            interrupted=True)
-            ready, _ = ray.wait([ref], timeout=POLL_S)
-            if ready:
-                break
-        try:
-            result = ray.get(ref)
-        except _lost_errors(ray) as e:
-            raise _Lost() from e
-        except ray.exceptions.RayTaskError as e:  # the task's own code failed: the harness's fault on that node
-            raise InfraError(f"the Ray task failed on its node: {_first_line(e)}",
-                             hint="is auto-log-research installed on every node? (see docs/scaling.md)") from e
+            task = self._remote.options(**options).remote(payload, job)
+            self.in_flight[slot.worker] = task
+            while True:
+                if stop_event is not None and stop_event.is_set():  # `finally` cancels it
+                    return _outcome_without_run(spec, time.monotonic() - submitted, "stopped by the harness\n",
+                                                interrupted=True)
+                ready, _ = ray.wait([task], timeout=POLL_S)
+                if ready:
+                    item = ray.get(next(task))
+                    if "started" in item:
+                        started = time.monotonic()
+                        continue
+                    task, result = None, item  # finished: nothing to cancel
+                    break
+                if started is None and time.monotonic() - submitted > self.schedule_timeout_s:
+                    raise InfraError(f"the Ray task was not started within {self.schedule_timeout_s:g} s: no node "
+                                     f"of the cluster has room for a run asking for {_asks(slot)}",
+                                     hint=f"check `ray status` (free and pending resources); {SCHEDULE_TIMEOUT_ENV} "
+                                          "sets how long a run may wait")
+        except HarnessError:
+            raise
+        except StopIteration:
+            raise _Lost("was lost", "it ended without sending its result") from None
+        except Exception as e:  # noqa: BLE001 - every Ray error is classified; see the module docstring
+            kind = classify(ray, e)
+            if kind == "oom":
+                return _oom_outcome(spec, time.monotonic() - (started or submitted), e)
+            if kind == "task":
+                raise _Lost("failed on its node", _reason(e),
+                            "is auto-log-research installed on every node? (see docs/scaling.md)") from e
+            if kind == "lost":
+                raise _Lost("was lost", _reason(e)) from e
+            raise FatalError(f"the Ray executor failed: {_reason(e)}",
+                             hint="this Ray error is not one the harness knows; run again with HARNESS_DEBUG=1 "
+                                  "for the traceback, and check `ray status`") from e
+        finally:
+            self.in_flight.pop(slot.worker, None)
+            if task is not None:  # given up on (an error, the deadline): it must not go on holding a node
+                _cancel(ray, task)
         return _unpack(result, spec)
 
     def close(self) -> None:
+        for task in list(self.in_flight.values()):
+            _cancel(self.ray, task)
         try:
             self.ray.shutdown()
         except Exception:  # noqa: BLE001 - closing must not hide the loop's own result
             pass
 
 
-def _lost_errors(ray) -> tuple[type[BaseException], ...]:
-    names = ("WorkerCrashedError", "NodeDiedError", "ObjectLostError", "RaySystemError", "TaskUnschedulableError",
-             "ActorDiedError", "LocalRayletDiedError", "OwnerDiedError")
-    return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
+def _cancel(ray, task) -> None:
+    try:
+        ray.cancel(task, force=True)
+    except Exception:  # noqa: BLE001 - the task or the cluster may be gone already
+        pass
+
+
+def classify(ray, error: BaseException) -> str:
+    """What a Ray error means for the attempt: "oom" (Ray's memory monitor killed the run: it
+    used too much memory), "task" (the harness's task code raised on the node: the node's setup),
+    "lost" (node, worker, object store, disk, runtime env, a cancel, the connection: the
+    infrastructure), or "unknown"."""
+    x = ray.exceptions
+    if isinstance(error, x.OutOfMemoryError):
+        return "oom"
+    if isinstance(error, x.RayTaskError):
+        return "task"
+    if isinstance(error, x.RayError | ConnectionError):
+        return "lost"
+    return "unknown"
 
 
 class _Lost(Exception):
-    """The task (not the training) was lost: a dead worker process or node."""
+    """The task (not the training) failed: a dead worker or node, a broken node setup, ..."""
+
+    def __init__(self, what: str, reason: str, hint: str | None = None):
+        super().__init__(reason)
+        self.what, self.reason = what, reason
+        self.hint = hint or "check the cluster (`ray status`); the attempt was not counted against the idea"
+
+
+def _asks(slot: Slot) -> str:
+    cpus = f"{slot.cpus} CPU{'s' if slot.cpus != 1 else ''}"
+    return f"{slot.gpus:g} GPU and {cpus}" if slot.gpus else cpus
+
+
+def _schedule_timeout() -> float:
+    text = os.environ.get(SCHEDULE_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(text) if text else SCHEDULE_TIMEOUT_S
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise UsageError(f"{SCHEDULE_TIMEOUT_ENV}={text!r} is not a positive number of seconds",
+                         hint=f"e.g. {SCHEDULE_TIMEOUT_ENV}=600")
+    return value
+
+
+def _runtime_env() -> dict | None:
+    text = os.environ.get(RUNTIME_ENV_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        value = e
+    if not isinstance(value, dict):
+        raise UsageError(f"{RUNTIME_ENV_ENV} is not a JSON object: {str(value)[:100]}",
+                         hint=f"""e.g. {RUNTIME_ENV_ENV}='{{"pip": ["auto-log-research"]}}' (a Ray runtime_env)""")
+    return value
+
+
+def _oom_outcome(spec: runner.RunSpec, wall: float, error: BaseException) -> runner.RunOutcome:
+    log = (f"OutOfMemoryError: the Ray node ran out of memory and Ray's memory monitor killed this run "
+           f"({_reason(error)})\n")
+    path = Path(spec.out_dir) / runner.LOG_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(log)
+    return runner.RunOutcome(None, int(signal.SIGKILL), False, True, False, wall, path, False, False)
 
 
 # -- connecting and planning --------------------------------------------------------------------------
@@ -248,8 +358,10 @@ def _snapshot(cwd: Path) -> dict[str, bytes]:
     return files
 
 
-def _run_task(payload: dict[str, bytes], job: dict) -> dict:
-    """On a Ray node: write the snapshot, run it with harness.runner, return what it made."""
+def _run_task(payload: dict[str, bytes], job: dict):
+    """On a Ray node: write the snapshot, run it with harness.runner, return what it made. A
+    generator: its first item says the task has started (the schedule deadline stops there)."""
+    yield {"started": time.time(), "node": socket.gethostname()}
     with tempfile.TemporaryDirectory(prefix="alr-run-") as tmp:
         src, out = Path(tmp) / "src", Path(tmp) / "out"
         for name, data in payload.items():
@@ -267,7 +379,7 @@ def _run_task(payload: dict[str, bytes], job: dict) -> dict:
         spec = runner.RunSpec(argv=[sys.executable, "-c", _DIE_WITH_PARENT, *command], shell_command=None,
                               cwd=src, out_dir=out, env=env, wall_limit_s=job["wall_limit_s"],
                               memory_mb=job["memory_mb"], output_cap_bytes=job["output_cap_bytes"],
-                              network=job["network"])
+                              network=job["network"], home=Path(tmp) / "home" if job.get("home") else None)
         outcome = runner.run(spec)
         made = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
                 if p.is_file() and p.stat().st_size <= MAX_RETURNED_FILE}
@@ -278,7 +390,7 @@ def _run_task(payload: dict[str, bytes], job: dict) -> dict:
                 data = p.read_bytes()
                 if payload.get(rel) != data:
                     changed[rel] = data
-        return {"returncode": outcome.returncode, "signal": outcome.signal, "timed_out": outcome.timed_out,
+        yield {"returncode": outcome.returncode, "signal": outcome.signal, "timed_out": outcome.timed_out,
                 "oom": outcome.oom, "interrupted": outcome.interrupted, "wall_seconds": outcome.wall_seconds,
                 "log_truncated": outcome.log_truncated, "network_isolated": outcome.network_isolated,
                 "out": made, "workdir": changed, "node": socket.gethostname()}
@@ -304,6 +416,17 @@ def _outcome_without_run(spec: runner.RunSpec, wall: float, log: str, *, interru
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(log)
     return runner.RunOutcome(None, None, False, False, interrupted, wall, path, False, False)
+
+
+def _reason(e: BaseException) -> str:
+    """An error in one line: its first line, and its last when it carries a traceback."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    name = type(e).__name__
+    if not lines:
+        return name
+    if len(lines) > 1:
+        return f"{name}: {lines[0][:150]} ... {lines[-1][:150]}"
+    return f"{name}: {lines[0][:300]}"
 
 
 def _first_line(e: BaseException | None) -> str:

@@ -47,11 +47,10 @@ def _fmt(v: float) -> str:
 def _axes(x: Scale, y: Scale, x_label: str, y_label: str, x_int: bool = False) -> list[str]:
     out = [f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" class="axis"/>',
            f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}" class="axis"/>']
-    for i in range(5):
-        v = y.lo + (y.hi - y.lo) * i / 4
+    for v, label in nice_ticks(y.lo, y.hi):
         py = y(v)
         out.append(f'<line x1="{LEFT}" y1="{py:.1f}" x2="{W - RIGHT}" y2="{py:.1f}" class="grid"/>')
-        out.append(f'<text x="{LEFT - 6}" y="{py + 4:.1f}" text-anchor="end">{_fmt(v)}</text>')
+        out.append(f'<text x="{LEFT - 6}" y="{py + 4:.1f}" text-anchor="end">{label}</text>')
     for v in _x_ticks(x, x_int):
         label = str(round(v)) if x_int else _fmt(v)
         out.append(f'<text x="{x(v):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">{label}</text>')
@@ -59,6 +58,29 @@ def _axes(x: Scale, y: Scale, x_label: str, y_label: str, x_int: bool = False) -
     out.append(f'<text x="14" y="{(TOP + H - BOTTOM) / 2}" text-anchor="middle" '
                f'transform="rotate(-90 14 {(TOP + H - BOTTOM) / 2})">{escape(y_label)}</text>')
     return out
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[tuple[float, str]]:
+    """About `count` round values (steps of 1, 2 or 5 times a power of ten) between lo and hi,
+    each with its label in as many decimals as the step needs: 1.865 1.870 1.875, not 1.866 1.878."""
+    span = hi - lo
+    if not (span > 0 and math.isfinite(span)):
+        return [(lo, _fmt(lo))]
+    power = 10 ** math.floor(math.log10(span / count))
+
+    def ticks_of(step: float) -> int:
+        return math.floor(hi / step + 1e-9) - math.ceil(lo / step - 1e-9) + 1
+
+    step = min((m * power for m in (1, 2, 5, 10, 20)), key=lambda st: (abs(ticks_of(st) - count), -st))
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    first = math.ceil(lo / step - 1e-9)
+    ticks = []
+    for k in range(first, first + count + 2):
+        v = k * step
+        if v > hi + step * 1e-9:
+            break
+        ticks.append((v, f"{v:.{decimals}f}"))
+    return ticks
 
 
 def _x_ticks(x: Scale, integers: bool) -> list[float]:
@@ -100,7 +122,29 @@ def progress_chart(rows: Sequence[Row], metric: str, direction: str) -> str:
         size = 6 if r.kept else 4
         body.append(f'<circle class="pt {escape(r.status)}" cx="{px:.1f}" cy="{y(r.value):.1f}" r="{size}" '
                     f'fill="{color}" stroke="#fff"><title>{tip}</title></circle>')
+    body += _keep_labels([r for r in valued if r.kept], x, y)
     return _svg(body, f"{metric} per experiment")
+
+
+def _keep_labels(kept: Sequence[Row], x: Scale, y: Scale) -> list[str]:
+    """A short label on each keep, slanted up and right like progress.png's; drawn last, so the
+    points do not hide them."""
+    out = []
+    for r in kept:
+        px, py = x(r.experiment), y(r.value)
+        py = py + 16 if py < TOP + 24 else py - 7  # near the top: below the point, or it leaves the chart
+        if px > W - RIGHT - 170:  # near the right edge: the label runs up and to the left instead
+            px, anchor, angle = px - 5, "end", 18
+        else:
+            px, anchor, angle = px + 5, "start", -18
+        out.append(f'<text class="keep-label" x="{px:.1f}" y="{py:.1f}" text-anchor="{anchor}" '
+                   f'transform="rotate({angle} {px:.1f} {py:.1f})">{escape(short_label(r.description))}</text>')
+    return out
+
+
+def short_label(text: str, limit: int = 28) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _best_line(rows: Sequence[Row], x: Scale, y: Scale) -> list[str]:

@@ -11,7 +11,7 @@ from importlib import resources
 from string import Template
 
 from harness.report import ReportData
-from harness.web import charts, sections
+from harness.web import charts, sections, workers_section
 from harness.web.sections import e, section
 
 
@@ -48,16 +48,22 @@ def body(d: ReportData) -> str:
         section("curves", "Loss curves: baseline vs best", sections.curves(d)),
         section("notes", "Insights and ideas", sections.notes(d)),
         section("usage", "Tokens and cost per experiment", sections.usage(d)),
+        section("workers", "Workers and device time", workers_section.workers(d)),
     ]
     return warnings + "".join(parts)
 
 
-def render(d: ReportData, *, live: bool = False, version: str = "") -> str:
+def generated_at() -> str:
+    """When a page was made, as the header shows it (the dashboard sends it with each fragment)."""
+    return datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def render(d: ReportData, *, live: bool = False, version: str = "", generated: str | None = None) -> str:
     title = f"auto-log-research: {d.root.name}"
     return template().substitute(
         title=e(title),
         script_hash=script_hash(),
-        generated=e(datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")),
+        generated=e(generated or generated_at()),
         live="1" if live else "0",
         version=e(version),
         body=body(d),

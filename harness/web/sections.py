@@ -8,7 +8,7 @@ from html import escape
 
 from harness.ledger import STATUSES, Row
 from harness.notes import Idea
-from harness.report import ReportData, idea_experiment, idea_parts
+from harness.report import ReportData, idea_parts, idea_state
 from harness.web import charts
 
 FAILED = ("crash", "invalid", "violation", "agent_error", "infra", "no_change")
@@ -221,8 +221,9 @@ def notes(d: ReportData) -> str:
     insights = (f'<pre class="notes">{e(d.insights)}</pre>' if d.insights.strip()
                 else '<p class="muted">insights.md is empty or missing.</p>')
     if d.ideas:
-        rows = "".join(_idea_row(i) for i in d.ideas)
-        ideas = (f"<table><thead><tr><th>state</th><th>idea</th><th>why</th><th>exp</th><th>outcome</th></tr>"
+        by_experiment = {r.experiment: r for r in d.rows}
+        rows = "".join(_idea_row(i, by_experiment) for i in d.ideas)
+        ideas = (f"<table><thead><tr><th>state</th><th>idea</th><th>why</th><th>exp</th><th>result</th></tr>"
                  f"</thead><tbody>{rows}</tbody></table>")
     else:
         ideas = '<p class="muted">ideas_queue.md has no ideas.</p>'
@@ -230,8 +231,8 @@ def notes(d: ReportData) -> str:
     return f"<h3>Insights</h3>{insights}<h3>Ideas</h3>{ideas}{raw if d.ideas_text.strip() else ''}"
 
 
-def _idea_row(idea: Idea) -> str:
+def _idea_row(idea: Idea, rows: dict[int, Row]) -> str:
     text, why = idea_parts(idea)
-    n = idea_experiment(idea)
-    return (f"<tr><td>{'done' if idea.done else 'pending'}</td><td>{e(text)}</td><td>{e(why)}</td>"
-            f"<td>{'' if n is None else '#' + str(n)}</td><td>{e(idea.result)}</td></tr>")
+    st = idea_state(idea, rows)
+    return (f'<tr><td><span class="badge {st.state}">{st.state}</span></td><td>{e(text)}</td><td>{e(why)}</td>'
+            f"<td>{'' if st.experiment is None else '#' + str(st.experiment)}</td><td>{e(st.result)}</td></tr>")

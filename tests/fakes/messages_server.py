@@ -10,6 +10,10 @@ Requests that carry tools (the agent's turns) take the next scripted reply, in J
 when the request asks to stream. Other requests (Claude Code's side calls: titles, quota probes,
 count_tokens, ...) get a short sensible answer and are recorded too. When the script runs out the
 server answers 400, which no client retries, so a test that under-scripts fails fast and plainly.
+
+The harness's summary stage (a tool-less call whose system prompt is harness/prompts/summary.md)
+has a script of its own, `enqueue_summary`; unscripted, it gets a canned lesson. Either way it is
+recorded in `summary_requests`, never in `script_requests`, so the agent turns keep their places.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _ids = itertools.count(1)
+SUMMARY_SIGN = "the lesson for insights.md"  # a phrase of harness/prompts/summary.md
+CANNED_LESSON = "stand-in lesson: the change moved the metric the way the analysis shows"
 _SECRET_HEADERS = {"x-api-key", "authorization", "proxy-authorization", "cookie"}
 
 
@@ -43,6 +49,7 @@ class Reply:
     headers: dict = field(default_factory=dict)
     delay_s: float = 0.0
     sticky: bool = False  # answer every later request with this too (a key that stays invalid)
+    raw: str | None = None  # a body sent as is (e.g. not JSON at all), with `status`
 
 
 def text(body: str, *, usage: dict | None = None, stop_reason: str = "end_turn") -> Reply:
@@ -59,6 +66,16 @@ def tool_uses(calls: list[tuple[str, dict]], *, say: str | None = None, usage: d
     for name, args in calls:
         blocks.append({"type": "tool_use", "id": f"toolu_fake{next(_ids):04d}", "name": name, "input": args})
     return Reply(tuple(blocks), "tool_use", usage)
+
+
+def slow(reply: Reply, seconds: float) -> Reply:
+    """`reply`, sent after `seconds` (a model that takes its time, or hangs past a timeout)."""
+    return replace(reply, delay_s=seconds)
+
+
+def garbage(body: str = "<html>502 from a proxy</html>", status: int = 200) -> Reply:
+    """A reply that is not the Messages API at all (a misbehaving proxy)."""
+    return Reply(status=status, raw=body)
 
 
 def error(status: int, message: str = "scripted error", kind: str | None = None, *, sticky: bool = False) -> Reply:
@@ -81,6 +98,12 @@ class Recorded:
     body: Any
     scripted: bool  # True if it took a reply from the script
     reply_status: int
+    summary: bool = False  # the harness's summary stage (its own script)
+
+
+def is_summary_request(path: str, body: Any) -> bool:
+    return (path.split("?")[0].endswith("/v1/messages") and isinstance(body, dict)
+            and SUMMARY_SIGN in json.dumps(body.get("system") or ""))
 
 
 def _redact_headers(headers: Any) -> dict:
@@ -100,6 +123,7 @@ def every_messages_request(path: str, body: Any) -> bool:
 class MessagesServer:
     def __init__(self, is_script_request: Callable[[str, Any], bool] = _default_is_script_request):
         self._script: list[Reply] = []
+        self._summaries: list[Reply] = []
         self._lock = threading.Lock()
         self.requests: list[Recorded] = []
         self.is_script_request = is_script_request
@@ -132,6 +156,10 @@ class MessagesServer:
         with self._lock:
             self._script.extend(replies)
 
+    def enqueue_summary(self, replies: list[Reply]) -> None:
+        with self._lock:
+            self._summaries.extend(replies)
+
     @property
     def remaining(self) -> int:
         return len(self._script)
@@ -139,6 +167,14 @@ class MessagesServer:
     @property
     def script_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.scripted]
+
+    @property
+    def summary_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.summary]
+
+    def _next_summary(self) -> Reply:
+        with self._lock:
+            return self._summaries.pop(0) if self._summaries else text(CANNED_LESSON)
 
     def _next(self) -> Reply | None:
         with self._lock:
@@ -269,6 +305,11 @@ def _make_handler(server: MessagesServer) -> type[BaseHTTPRequestHandler]:
         def _handle(self) -> None:
             body = self._read_body() if self.command in ("POST", "PUT", "PATCH") else None
             headers = _redact_headers(self.headers)
+            if is_summary_request(self.path, body):
+                reply = server._next_summary()
+                server._record(Recorded(self.command, self.path, headers, body, False, reply.status, summary=True))
+                self._answer(body, reply)
+                return
             if not server.is_script_request(self.path, body):
                 status, payload = _side_reply(self.path, body)
                 server._record(Recorded(self.command, self.path, headers, body, False, status))
@@ -278,8 +319,19 @@ def _make_handler(server: MessagesServer) -> type[BaseHTTPRequestHandler]:
             if reply is None:
                 reply = error(400, "fake Messages server: the script has no reply left for this request")
             server._record(Recorded(self.command, self.path, headers, body, True, reply.status))
+            self._answer(body, reply)
+
+        def _answer(self, body: Any, reply: Reply) -> None:
             if reply.delay_s:
                 time.sleep(reply.delay_s)
+            if reply.raw is not None:
+                data = reply.raw.encode()
+                self.send_response(reply.status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             if reply.status >= 400:
                 self._send_json(reply.status, {"type": "error", "error": reply.error}, reply.headers)
                 return

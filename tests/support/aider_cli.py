@@ -6,6 +6,7 @@ package. The first call creates `<cache>/aider-venv` and pip-installs a pinned a
 lock keeps parallel test workers (or several checkouts sharing a cache) from installing twice.
 
 Cache dir: `$HARNESS_TEST_CACHE` if set, else `<repo>/.cache` (gitignored).
+`HARNESS_REQUIRE_CLIENTS=1` (CI) turns the skip when it cannot be installed into a failure.
 """
 
 from __future__ import annotations
@@ -60,15 +61,22 @@ def ensure_aider(cache: Path | None = None, version: str = AIDER_VERSION) -> Aid
         return AiderInstall(binary, version, time.monotonic() - started)
 
 
+def clients_required() -> bool:
+    """HARNESS_REQUIRE_CLIENTS=1 (CI): a real client that cannot be installed fails the test
+    (the same rule as support/claude_cli.py; this file also runs as a script, so it is repeated)."""
+    return os.environ.get("HARNESS_REQUIRE_CLIENTS", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def require_aider() -> str:
     """The cached aider binary for a test, or a loud skip saying why it could not be had (a
-    failure instead when HARNESS_REQUIRE_AIDER is set, as in CI)."""
+    failure instead when HARNESS_REQUIRE_CLIENTS, or the older HARNESS_REQUIRE_AIDER, is set,
+    as in CI)."""
     try:
         return str(ensure_aider().binary)
     except AiderInstallError as e:
         message = f"LOUD SKIP: the real aider CLI (aider-chat) could not be installed: {e}"
-        if os.environ.get("HARNESS_REQUIRE_AIDER"):
-            pytest.fail(message)
+        if clients_required() or os.environ.get("HARNESS_REQUIRE_AIDER"):
+            pytest.fail(message.replace("LOUD SKIP", "HARNESS_REQUIRE_CLIENTS is set"), pytrace=False)
         print(message, file=sys.stderr)
         pytest.skip(message)
 

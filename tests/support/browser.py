@@ -7,7 +7,9 @@
         b.messages   # every console call, uncaught exception, log entry and JS dialog, in order
 
 `chromium_path()` finds the binary; in CI (`CI` set) it runs `apt-get install -y chromium` once
-if the binary is missing. Tests skip loudly when there is no browser.
+if the binary is missing. `browser_or_skip()` skips loudly when there is no browser (the reason
+shows in `pytest -ra`), or fails the test when HARNESS_REQUIRE_CHROMIUM=1 (CI sets it, so the
+browser checks cannot quietly stop running).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import urlopen
+
+import pytest
+
+REQUIRE_ENV = "HARNESS_REQUIRE_CHROMIUM"
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -44,6 +50,18 @@ def chromium_path() -> tuple[str | None, str]:
             return shutil.which("chromium"), ""
         return None, f"apt-get install chromium failed: {proc.stderr.strip()[-300:]}"
     return None, "no chromium binary on PATH (Debian: apt-get install -y chromium)"
+
+
+def browser_or_skip(tmp: Path) -> Browser:
+    """A launched headless browser; with none installed a loud skip, or a failure under
+    HARNESS_REQUIRE_CHROMIUM=1."""
+    binary, reason = chromium_path()
+    if binary is None:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but there is no headless browser: {reason}", pytrace=False)
+        print(f"\n*** SKIPPING browser checks: {reason} ***")
+        pytest.skip(f"no headless browser: {reason} (set {REQUIRE_ENV}=1 to fail instead)")
+    return Browser.launch(tmp)
 
 
 class WebSocket:
@@ -227,8 +245,14 @@ class Browser:
             if ready:
                 self._event(json.loads(self.ws.recv()))
 
-    def screenshot(self, path: Path) -> Path:
-        data = self.send("Page.captureScreenshot", format="png")["data"]
+    def screenshot(self, path: Path, full_page: bool = False) -> Path:
+        """The viewport as a PNG, or with full_page the whole page however long it is."""
+        params: dict = {"format": "png"}
+        if full_page:
+            size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+            params |= {"captureBeyondViewport": True,
+                       "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}}
+        data = self.send("Page.captureScreenshot", **params)["data"]
         Path(path).write_bytes(base64.b64decode(data))
         return Path(path)
 

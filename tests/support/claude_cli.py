@@ -7,6 +7,7 @@ is run by hand. A file lock keeps parallel test workers from installing twice.
 
 Cache dir: `$HARNESS_TEST_CACHE` if set, else `<repo>/.cache` (gitignored).
 Version: `$HARNESS_TEST_CLAUDE_VERSION` (default pinned below) so CI and this machine agree.
+`HARNESS_REQUIRE_CLIENTS=1` (CI) turns the skip when it cannot be installed into a failure.
 """
 
 from __future__ import annotations
@@ -64,12 +65,20 @@ def ensure_claude(cache: Path | None = None, version: str = CLAUDE_VERSION) -> C
         return ClaudeInstall(binary, version, time.monotonic() - started)
 
 
+def clients_required() -> bool:
+    """HARNESS_REQUIRE_CLIENTS=1 (CI): a real client that cannot be installed fails the test."""
+    return os.environ.get("HARNESS_REQUIRE_CLIENTS", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def require_claude() -> str:
-    """The cached `claude` binary for a test, or a loud skip saying why it could not be had."""
+    """The cached `claude` binary for a test, or a loud skip saying why it could not be had (a
+    failure instead when HARNESS_REQUIRE_CLIENTS is set, as in CI)."""
     try:
         return str(ensure_claude().binary)
     except ClaudeInstallError as e:
         message = f"LOUD SKIP: the real Claude Code CLI could not be installed: {e}"
+        if clients_required():
+            pytest.fail(message.replace("LOUD SKIP", "HARNESS_REQUIRE_CLIENTS is set"), pytrace=False)
         print(message, file=sys.stderr)
         pytest.skip(message)
 

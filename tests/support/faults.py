@@ -426,6 +426,8 @@ AGENT_FAULTS = [  # (scenario, agent step, expected status)
      "violation"),
     ("agent deletes the editable file", "rm -f model.py\necho 'deleted it'", "invalid"),
     ("agent deletes another tracked file", "rm -f evaluate.py\n" + set_toy(Y=2.0), "violation"),
+    ("agent wipes the archive (rm -rf .auto-log-research/*)", "rm -rf .auto-log-research/*\n" + set_toy(X=1.5),
+     "violation"),
     ("agent commits itself", set_toy(X=1.5) + "\ngit commit -qam mine", "violation"),
     ("agent runs git reset --hard HEAD~1", "git reset -q --hard HEAD~1\n" + set_toy(X=1.5), "violation"),
     ("agent switches branch", "git checkout -q main\n" + set_toy(X=1.5), "violation"),
@@ -470,6 +472,13 @@ def agent_faults(tmp: Path) -> list[FaultResult]:
             checks["refs restored"] = "attempts/0003" in refs and "refs/notes/commits" in refs
         if "timeout" in name:
             checks["stopped as a timeout"] = bool(r and "AgentTimeout" in r.failure)
+        if "forbidden files" in name:
+            copy = repo / ARCHIVE_DIR / "rejected" / str(i) / "evaluate.py"
+            checks["what was undone is kept"] = copy.is_file() and "hacked" in copy.read_text()
+        if "wipes the archive" in name:
+            checks["said what it restored"] = bool(r and "results.tsv" in r.failure and "attempt files" in r.failure
+                                                   and "(all restored)" in r.failure)
+            checks["notes restored"] = (repo / ARCHIVE_DIR / "insights.md").is_file()
         out.append(result(name, checks, state, (r.failure if r else "no row")[:90]))
     warned = text.count("failures in a row: back at the best")
     out.append(result("K=5 failures in a row: back at the best", {
@@ -477,6 +486,88 @@ def agent_faults(tmp: Path) -> list[FaultResult]:
     out.append(result("an untracked user file survives every reset", {
         **common, "file intact": user_file_intact(repo)}, state, f"{USER_FILE} untouched"))
     return out
+
+
+def transient_agent_errors(tmp: Path) -> FaultResult:
+    """An agent that hangs past its timeout three times in a row (what an API outage looks like
+    from the loop): each is recorded, the loop backs off and goes on, and the fourth works."""
+    repo = fault_repo(tmp / "transient", agent_backoff=0.2)
+    steps = ["sleep 30", "sleep 30", "sleep 30", set_toy(X=2.0)]
+    started = time.time()
+    proc = loop(repo, scripted_agent(tmp / "transient-agent", steps), "--max-experiments", "4", "--agent-timeout", "1")
+    wall = time.time() - started
+    state = audit(repo, expected_rows=5)
+    statuses = [r.status for r in state.rows[1:]]
+    return result("agent times out 3 times in a row (transient): backs off, goes on", {
+        "loop finished all 4": proc.returncode == 0 and len(state.rows) == 5,
+        "three timeouts recorded": statuses[:3] == ["agent_error"] * 3
+        and all("AgentTimeout" in r.failure for r in state.rows[1:4]),
+        "not stopped as 'the same way 3 times'": "failed the same way" not in output(proc),
+        "the fourth was kept": statuses[3:] == ["keep"],
+    }, state, f"backoff 0.2 s doubling; {wall:.0f} s in all")
+
+
+AGENT_LEFT_RUNNING = r"""
+import sys, time
+src = open("model.py").read()
+open("model.py", "w").write(src.replace("X = 3.0", "X = 2.5"))  # half of its edit ...
+open("agent.started", "w").write("1")
+time.sleep(120)  # ... then it thinks for a long time
+"""
+
+
+def kill9_in_agent_phase(tmp: Path) -> FaultResult:
+    """kill -9 of the harness while its agent is mid-edit, and a restart right away: the agent
+    left running is stopped (it would go on editing the next attempt's tree), its half edit is set
+    aside in the archive, and the loop goes on."""
+    repo = fault_repo(tmp / "agent9")
+    (tmp / "slow_agent.py").write_text(AGENT_LEFT_RUNNING)
+    slow = f"{sys.executable} {tmp / 'slow_agent.py'}"
+    proc = start_loop(repo, slow, "--max-experiments", "1")
+    reached = wait_for(lambda: (repo / "agent.started").exists() and lock_phase(repo) == "agent")
+    left = [p for p in _processes_in(repo.resolve()) if p != proc.pid]
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    (repo / "agent.started").unlink(missing_ok=True)
+    again = loop(repo, scripted_agent(tmp / "agent9-next", [set_toy(Y=2.0)]), "--max-experiments", "1")
+    text = output(again)
+    state = audit(repo, expected_rows=2)
+    copies = list((repo / ARCHIVE_DIR / "interrupted").glob("*/model.py"))
+    return result("kill -9 in the agent phase, restarted at once", {
+        "the agent was mid-edit": reached and bool(left),
+        "the left-over agent was stopped": "stopped agent process" in text and not any(alive(p) for p in left),
+        "its half edit was set aside": bool(copies) and "X = 2.5" in copies[0].read_text(),
+        "the next experiment ran": again.returncode == 0 and bool(state.rows and state.rows[-1].status == "keep"),
+    }, state, _first_error(text) if again.returncode else "recover(): agent stopped, edit kept in interrupted/")
+
+
+def terminated_mid_run(tmp: Path, sig: signal.Signals = signal.SIGTERM) -> FaultResult:
+    """SIGTERM (kill, a scheduler's stop) or SIGHUP (the terminal closed) mid-run: stopped like
+    Ctrl-C, with the run killed and HEAD back at the best; the next loop runs the attempt once."""
+    repo = fault_repo(tmp / sig.name.lower())
+    agent = scripted_agent(tmp / f"{sig.name.lower()}-agent", [set_toy(X=2.0)])
+    (repo / "slow.flag").touch()
+    proc = start_loop(repo, agent, "--max-experiments", "1")
+    training = wait_for(lambda: lock_phase(repo) == "training" and "slow run" in _run_logs(repo))
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    runs_left = [p for p in _processes_in(repo.resolve()) if alive(p)]
+    after = rows(repo)
+    head_is_best = git(repo, "rev-parse", "HEAD") == after[0].commit
+    (repo / "slow.flag").unlink()
+    resumed = loop(repo, agent, "--max-experiments", "1")
+    state = audit(repo, expected_rows=2)
+    return result(f"{sig.name} to the harness mid-run, then resume", {
+        "reached training": training,
+        "clean exit saying interrupted": proc.returncode == 0 and "interrupted" in out,
+        "the run was stopped with it": not runs_left,
+        "nothing half-recorded, HEAD at the best": len(after) == 1 and head_is_best,
+        "resume ran it once": resumed.returncode == 0 and [r.experiment for r in state.rows] == [0, 1],
+    }, state, "handled as Ctrl-C")
+
+
+def hangup_mid_run(tmp: Path) -> FaultResult:
+    return terminated_mid_run(tmp, signal.SIGHUP)
 
 
 # -- scenarios: bad input ---------------------------------------------------------------------
@@ -512,11 +603,13 @@ def bad_input(tmp: Path) -> list[FaultResult]:
             "says the size": "50 MB" in (big.failure if big else "")}, state, big.failure if big else ""),
         result("metrics.jsonl with broken lines and NaN", {
             "loop finished": ran, "recorded with its value": bool(metrics and metrics.value is not None),
-            "analysis written": bool(analysis_of(metrics))}, state,
+            "analysis written": bool(analysis_of(metrics)),
+            "said in one line": "metrics.jsonl: 3 of 6 lines unreadable (skipped)" in output(proc)}, state,
             f"status {metrics.status if metrics else '-'}; analysis.md written"),
         result("run_summary.json that is not JSON", {
             "loop finished": ran, "recorded with its value": bool(summary and summary.value is not None),
-            "analysis says so": "not a readable JSON object" in analysis_of(summary)}, state,
+            "analysis says so": "not a readable JSON object" in analysis_of(summary),
+            "said in one line": "run_summary.json is not a JSON object" in output(proc)}, state,
             "analysis.md: run_summary.json is not a readable JSON object"),
     ]
 
@@ -847,8 +940,7 @@ def kill9_campaign(tmp: Path, kills: int = 20, seed: int = 1234, max_delay: floa
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
         started = proc.returncode == -signal.SIGKILL  # not: it had exited by itself (an error)
-        orphans = _processes_in(repo.resolve())
-        wait_for(lambda: not _processes_in(repo.resolve()), timeout=30)  # a person restarts later
+        orphans = _processes_in(repo.resolve())  # the restart right away must stop these itself
         kill = Kill(number, delay, phase, before, started, len(orphans),
                     "" if started else (out or "").strip().splitlines()[-1:][0] if out.strip() else "no output")
         done.append(kill)
