@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from harness import guard, procs
+from harness import caps, guard, procs
 from harness.agents.base import Agent, Usage
 from harness.context import build_context
 from harness.errors import AgentError, AgentSetupError, AgentTimeout, CapExceeded, FatalError, UsageError
@@ -190,7 +190,17 @@ def run_loop(lab: Lab, agent: Agent, rules: StopRules, *, sleep=time.sleep,
     if lab.cfg.workers > 1 or lab.cfg.executor != "local":
         from harness.parallel import run_parallel
 
-        return run_parallel(lab, agent, rules, resources=resources or Resources())
+        report = run_parallel(lab, agent, rules, resources=resources or Resources())
+    else:
+        report = _run_serial(lab, agent, rules, sleep)
+    if not report.reason.startswith("interrupted"):
+        # A loop that ended (a stop condition, a cap) ends its night for --max-cost / --max-tokens;
+        # one that was interrupted (Ctrl-C, kill -9) goes on counting the same spend when resumed.
+        caps.close_session(lab.archive)
+    return report
+
+
+def _run_serial(lab: Lab, agent: Agent, rules: StopRules, sleep) -> LoopReport:
     started, done, kept, reason = time.time(), 0, 0, "stopped"
     consecutive = 0
     best = lab.best()

@@ -354,3 +354,16 @@ def test_tool_errors_for_nul_paths_non_utf8_files_and_lines_past_the_end(repo, s
     assert "contains a NUL byte" in results[4]["content"]
     assert (repo / "train.py").read_text() == "LR = 0.02\nprint(LR)\n"
     assert proposal.description == "LR 0.01 -> 0.02, file rewritten as UTF-8"
+
+
+def test_program_md_guidance_is_the_marked_part_only(tmp_path):
+    from pathlib import Path
+
+    from harness.agents.base import guidance_section, program_guidance
+
+    project = Path(__file__).resolve().parents[1]
+    guidance = program_guidance(project / "program.md")
+    assert "Simplicity criterion" in guidance and "If you are stuck" in guidance
+    assert "harness init" not in guidance and "NEVER stop" not in guidance  # not the drive-it-yourself part
+    assert guidance_section(project).startswith("\n\n## Research guidance (from program.md)\n")
+    assert guidance_section(tmp_path) == ""  # no program.md: nothing added

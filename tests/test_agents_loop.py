@@ -451,7 +451,7 @@ def test_aider_edit_of_the_evaluation_no_edit_and_rejected_model(toy, openai, ai
     assert "3 experiments, 0 kept" in out
     violation, nothing, rejected = rows(toy)[1:]
     assert violation.status == "violation" and violation.commit == "-"
-    assert violation.failure == "changed files it may not touch: evaluate.py (restored)"
+    assert violation.failure.startswith("changed files it may not touch: evaluate.py (restored)")
     assert violation.description == "Report a perfect loss: nothing can beat it"
     assert (toy / "evaluate.py").read_text() == git(toy, "show", "HEAD:evaluate.py") + "\n"
     assert (nothing.status, nothing.description) == ("no_change", "I would not change anything: both knobs look tuned.")

@@ -79,11 +79,12 @@ def test_speedup_example_keeps_the_faster_correct_version(tmp_path: Path):
 @pytest.mark.slow
 def test_the_offline_agent_turns_the_speedup_knob(tmp_path: Path):
     """SEGMENT_SIZE changes the speed of primes_below() and never its result: the offline agent's
-    first move (16 -> 32) is a real speed-up that the tests still pass."""
+    moves are real speed-ups (or slow-downs) that the tests still pass, and a bigger block is
+    kept. (Three experiments: on a loaded machine one halving can drown in the noise.)"""
     repo = example_repo("speedup", tmp_path)
     env = harness_env({})
     check(harness(repo, env, "init", "--tag", "speed", "-q"))
-    check(harness(repo, env, "loop", "-q", "--max-experiments", "2"))
+    check(harness(repo, env, "loop", "-q", "--max-experiments", "3"))
     rows = Ledger(repo / ".auto-log-research" / "results.tsv", "seconds").rows()
     assert rows[1].description.startswith("SEGMENT_SIZE 16 -> 32")
     assert "crash" not in [r.status for r in rows] and "keep" in [r.status for r in rows[1:]]

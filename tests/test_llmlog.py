@@ -327,3 +327,12 @@ def test_cli_pages_on_a_terminal_and_prints_plainly_through_a_pipe(tmp_path, log
     paged.unlink()
     piped = subprocess.run([*exe, "--show", "5"], env=env, capture_output=True, text=True, timeout=60)
     assert piped.returncode == 0 and "RESPONSE-TEXT" in piped.stdout and not paged.exists()
+
+
+def test_cli_table_fits_a_narrow_terminal(tmp_path, log):
+    git_repo(tmp_path)
+    fill_mixed(log)
+    out = CliRunner().invoke(llm_log, ["--repo", str(tmp_path)], catch_exceptions=False, env={"COLUMNS": "80"}).output
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert numbers(out) == [1, 2, 3, 4, 5] and "cached" not in out  # every call, the minor columns left out
+    assert "code 1" in out  # a long error folds instead of being cut off

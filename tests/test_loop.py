@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from support.faults import alive
 from support.research import git, harness, make_toy_repo, scripted_agent, set_toy
 
+from harness.caps import open_session
 from harness.cli import cli
 from harness.ledger import Ledger
 
@@ -278,3 +279,22 @@ def test_archive_of_another_branch_is_refused(toy: Path):
     git(toy, "checkout", "-q", "-b", "other")
     r = invoke(toy, "loop", code=2)
     assert "belongs to branch autoresearch/t" in r.output
+
+
+def test_caps_session_ends_with_the_loop_but_not_with_an_interrupt(toy: Path, tmp_path: Path):
+    """--max-cost / --max-tokens count per night: a loop that ends closes its session; one that is
+    interrupted keeps it, so the resumed loop goes on counting the same spend."""
+    session = toy / ".auto-log-research" / "caps_session.json"
+    agent = scripted_agent(tmp_path / "a", [set_toy(X=2.0), set_toy(Y=2.0)])
+    env = {**os.environ, "HARNESS_AGENT_COMMAND": agent}
+    (toy / "slow.flag").touch()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "harness"), "loop", "-q", "--max-experiments", "2"],
+                            cwd=toy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert _wait_for(lambda: _lock_phase(toy) == "training")
+    opened = open_session(toy / ".auto-log-research")  # what an LLM backend opens as it starts
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert json.loads(session.read_text())["session"] == opened  # still the same night
+    (toy / "slow.flag").unlink()
+    assert harness(toy, env, "loop", "-q", "--max-experiments", "1").returncode == 0
+    assert not session.exists()

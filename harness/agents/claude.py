@@ -11,7 +11,7 @@ bypassPermissions is refused anyway.) Reads are allowed by `Read(./**)` only, a 
 also applies to Glob and Grep, so the model cannot read outside the repository (and the archive).
 
 Cost: Claude Code checks `--max-budget-usd` after each model turn, so a run can pass it by one
-turn. The harness holds back an estimate of one turn (RESERVE below) from what is left of
+turn. The harness holds back an estimate of one turn (`turn_reserve`) from what is left of
 `--max-cost`, and caps each turn's output with CLAUDE_CODE_MAX_OUTPUT_TOKENS, so the night stays
 under `--max-cost` unless one turn costs more than the reserve. There is no token limit to pass
 on: `--max-tokens` is checked before each run, and one run can pass it by its own use.
@@ -289,8 +289,10 @@ class ClaudeCodeAgent:
             result = self._invoke(cmd, prompt, ctx.workdir, deadline - time.monotonic(), call)
             if result.subtype == "error_max_budget_usd":
                 call.error = f"claude stopped at the cost cap: {result.text}"
-                raise CapExceeded(f"stopping: claude reached the --max-cost budget (${self.caps.max_cost:.2f})",
+                cap = CapExceeded(f"stopping: claude reached the --max-cost budget (${self.caps.max_cost:.2f})",
                                   hint="raise --max-cost to go on")
+                cap.usage = result.usage
+                raise cap
             if result.subtype == "error_max_turns":
                 call.note = f"{result.text}: the edits made so far are the proposal"
             elif result.is_error:

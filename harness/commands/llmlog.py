@@ -39,25 +39,40 @@ def _float(value: object) -> float:
         return 0.0
 
 
-def _calls_table(calls: list[tuple[int, dict]], title: str) -> Table:
+COLUMNS = ("#", "time", "exp", "backend", "stage", "model", "in", "out", "cached", "cost $", "secs", "retries",
+           "error")
+NUMERIC = {"#", "exp", "in", "out", "cached", "cost $", "secs", "retries"}
+# Below this many terminal columns the table leaves these out (--show has every field).
+NARROW = ((130, ("cached", "retries")), (100, ("stage", "out", "secs")))
+
+
+def _cells(n: int, c: dict) -> dict[str, Text | str]:
+    error = " ".join(str(c["error"]).split())[:80] if c.get("error") else ""
+    return {
+        "#": str(n),
+        "time": Text(str(c.get("ts", ""))[5:19].replace("T", " ")),  # MM-DD HH:MM:SS
+        "exp": str(c.get("experiment") if c.get("experiment") is not None else "-"),
+        "backend": Text(str(c.get("backend", ""))), "stage": Text(str(c.get("stage", ""))),
+        "model": Text(str(c.get("model") or "-")),
+        "in": f"{_int(c.get('tokens_in')):,}", "out": f"{_int(c.get('tokens_out')):,}",
+        "cached": f"{_int(c.get('tokens_cached')):,}", "cost $": f"{_float(c.get('cost_usd')):.4f}",
+        "secs": f"{_float(c.get('duration_s')):.1f}", "retries": str(_int(c.get("retries"))),
+        "error": Text(error, style="red"),
+    }
+
+
+def _calls_table(calls: list[tuple[int, dict]], title: str, width: int = 200) -> Table:
     table = Table(title=title, show_lines=False)
-    for name, justify in (("#", "right"), ("time", "left"), ("exp", "right"), ("backend", "left"),
-                          ("stage", "left"), ("model", "left"), ("in", "right"), ("out", "right"),
-                          ("cached", "right"), ("cost $", "right"), ("secs", "right"), ("retries", "right"),
-                          ("error", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "error")
+    hidden = {name for below, names in NARROW if width < below for name in names}
+    shown = [name for name in COLUMNS if name not in hidden]
+    for name in shown:
+        if name in NUMERIC:  # numbers are never cut; on a narrow terminal the text columns fold
+            table.add_column(name, justify="right", no_wrap=True)
+        else:
+            table.add_column(name, overflow="fold", no_wrap=name == "time")
     for n, c in calls:
-        error = " ".join(str(c["error"]).split())[:80] if c.get("error") else ""
-        table.add_row(
-            str(n),
-            Text(str(c.get("ts", ""))[:19].replace("T", " ")),
-            str(c.get("experiment") if c.get("experiment") is not None else "-"),
-            Text(str(c.get("backend", ""))), Text(str(c.get("stage", ""))), Text(str(c.get("model") or "-")),
-            f"{_int(c.get('tokens_in')):,}", f"{_int(c.get('tokens_out')):,}",
-            f"{_int(c.get('tokens_cached')):,}", f"{_float(c.get('cost_usd')):.4f}",
-            f"{_float(c.get('duration_s')):.1f}", str(_int(c.get("retries"))),
-            Text(error, style="red"),
-        )
+        cells = _cells(n, c)
+        table.add_row(*(cells[name] for name in shown))
     return table
 
 
@@ -175,7 +190,7 @@ def llm_log(experiment, backend, stage, session, model, errors_only, sort_by, re
     else:
         order = f"by {sort_by}" + (", reversed" if reverse else "")
         title = f"{len(shown)} of {len(matching)} model calls ({order})"
-        _print(_calls_table(shown, title), paged)
+        _print(_calls_table(shown, title, Console().width), paged)
 
 
 commands = [llm_log]
