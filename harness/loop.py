@@ -187,7 +187,8 @@ def run_loop(lab: Lab, agent: Agent, rules: StopRules, *, sleep=time.sleep,
     """The overnight loop. Call with the lock held. Several workers, or runs on a Ray cluster:
     harness/parallel.py."""
     procs.mark_agents(lab.archive)  # so a harness that starts after a kill -9 can stop our agents
-    if lab.cfg.workers > 1 or lab.cfg.executor != "local":
+    if lab.cfg.workers > 1 or lab.cfg.executor != "local" or (resources is not None and resources != Resources()):
+        # (asked-for GPUs or threads per worker hold for one worker too: it runs in its slot)
         from harness.parallel import run_parallel
 
         report = run_parallel(lab, agent, rules, resources=resources or Resources())

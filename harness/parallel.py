@@ -262,6 +262,7 @@ class Scheduler:
             worktrees.reset(tree, best.commit)
             snap = guard.snapshot(tree, lab.exclude)
             rows, margin = lab.rows(), lab.noise().margin
+            lab.shield.snapshot({r.commit for r in rows if r.commit != "-"})
             last = rows[-1]
             analysis_md = lab.archive / best.commit / "analysis.md"
             if last.commit != "-" and (lab.archive / last.commit / "analysis.md").exists():
@@ -326,6 +327,9 @@ class Scheduler:
         expected.update(self.made_refs)
         inspection = guard.inspect(tree, replace(snap, refs=expected, branch=None), lab.cfg.target.editable,
                                    lab.exclude)
+        if tampered := lab.shield.restore():  # the ledger, the call log or archived attempts touched
+            worktrees.reset(tree, snap.head)
+            return guard.Inspection("violation", inspection.changed, (*inspection.problems, *tampered))
         if detached and inspection.status != "violation":
             worktrees.reset(tree, snap.head)
             return guard.Inspection("violation", inspection.changed, ("the agent checked out a branch (undone)",))

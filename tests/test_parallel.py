@@ -504,3 +504,14 @@ def test_live_view_shows_each_workers_device_and_hypothesis(tmp_path: Path, gate
     both = [f for f in frames if "w0 [GPU 0]" in f and "w1 [GPU 1]" in f and "set Y=1.5" in f and "set X=2.0" in f]
     assert both, frames[-1]
     assert any(re.search(r"w[01] \[GPU [01]\] #00[12] +training.*set [XY]=", f) for f in both)
+
+
+def test_one_worker_with_threads_asked_for_runs_in_its_slot(repo: Path, tmp_path: Path):
+    agent = scripted_agent(tmp_path / "a", [set_toy(Y=0.5)])
+    result = harness(repo, clean_env(HARNESS_AGENT_COMMAND=agent), "loop", "-q", "--threads-per-worker", "1",
+                     "--max-experiments", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = rows(repo)[-1]
+    outcome = json.loads((repo / ".auto-log-research" / row.commit / "outcome.json").read_text())
+    assert (outcome["worker"], outcome["device"], outcome["cpus"], outcome["gpus"]) == (0, "1 thread", 1, 0.0)
+    check_record(repo)
