@@ -149,8 +149,11 @@ def check_same_evaluation(saved: Manifest, now: Manifest, immutable: tuple[str, 
         raise UsageError(f"{names} changed since `harness init` measured the baseline (the evaluation is fixed)",
                          hint=f"put it back with `git checkout {base} -- {names}`, or start new research: move "
                               f"{archive_name}/ aside and `harness init --tag NEW`")
-    if saved.cache != now.cache:
-        gone = sorted(set(saved.cache) - set(now.cache))
+    def data(cache: dict[str, str]) -> dict[str, str]:  # prepare.py's own manifest holds a build time
+        return {p: h for p, h in cache.items() if Path(p).name != "manifest.json"}
+
+    if data(saved.cache) != data(now.cache):
+        gone = sorted(set(data(saved.cache)) - set(data(now.cache)))
         what = f"{Path(gone[0]).parent} is not where it was" if gone else "its contents changed"
         raise FatalError(f"the prepared data is not the data the baseline was measured on ({what})",
                          hint="use the ALR_CACHE_DIR and ALR_DATASET of `harness init` (or re-run `python "

@@ -52,15 +52,29 @@ class WorkerUsage:
 
     @property
     def hours(self) -> float:
-        return sum(r.seconds for r in self.runs) / 3600
+        return run_hours(self.runs)
 
     @property
     def gpu_hours(self) -> float:
-        return sum(r.seconds * r.gpus for r in self.runs) / 3600
+        return gpu_hours(self.runs)
 
     @property
     def cpu_hours(self) -> float:
-        return sum(r.seconds * r.cpus for r in self.runs if not r.gpus) / 3600
+        return cpu_hours(self.runs)
+
+
+def run_hours(runs) -> float:
+    return sum(r.seconds for r in runs) / 3600
+
+
+def gpu_hours(runs) -> float:
+    """GPU-hours: each run's seconds times the GPUs it held."""
+    return sum(r.seconds * r.gpus for r in runs) / 3600
+
+
+def cpu_hours(runs) -> float:
+    """CPU core-hours of the runs that had no GPU: seconds times the threads they were given."""
+    return sum(r.seconds * r.cpus for r in runs if not r.gpus) / 3600
 
 
 @dataclass(frozen=True)
@@ -72,15 +86,15 @@ class DeviceReport:
 
     @property
     def gpu_hours(self) -> float:
-        return sum(r.seconds * r.gpus for r in self.runs) / 3600
+        return gpu_hours(self.runs)
 
     @property
     def cpu_hours(self) -> float:
-        return sum(r.seconds * r.cpus for r in self.runs if not r.gpus) / 3600
+        return cpu_hours(self.runs)
 
     @property
     def run_hours(self) -> float:
-        return sum(r.seconds for r in self.runs) / 3600
+        return run_hours(self.runs)
 
     def by_worker(self) -> list[WorkerUsage]:
         groups: dict[tuple[int, str], list[RunTime]] = {}

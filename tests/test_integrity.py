@@ -287,3 +287,19 @@ def test_receipt_from_a_real_evaluation(tmp_path, tiny_cache, factor):
     verdict = integrity.check_metric(reported, Path(env["ALR_EVAL_RECEIPT"]), key)
     assert verdict.trusted == (factor == "1.0"), verdict.reason
     assert verdict.value == pytest.approx(reported / float(factor), rel=1e-6)
+
+
+def test_a_start_with_another_evaluation_than_init_is_refused():
+    from harness.errors import FatalError, UsageError
+
+    def manifest(prepare: str, data: str, built: str, harness_code: str = "h1") -> integrity.Manifest:
+        return integrity.Manifest({"prepare.py": prepare, "harness/cli.py": harness_code}, ("harness",),
+                                  {"/c/tiny/manifest.json": built, "/c/tiny/train.bin": data}, "abc123")
+
+    saved = manifest("p1", "d1", "t1")
+    # prepare.py rebuilt the same data (its own manifest has a new build time); the harness was upgraded
+    integrity.check_same_evaluation(saved, manifest("p1", "d1", "t2", harness_code="h2"), ("prepare.py",), "arch")
+    with pytest.raises(UsageError, match=r"prepare.py changed since `harness init`"):
+        integrity.check_same_evaluation(saved, manifest("p2", "d1", "t1"), ("prepare.py",), "arch")
+    with pytest.raises(FatalError, match="not the data the baseline was measured on"):
+        integrity.check_same_evaluation(saved, manifest("p1", "d2", "t1"), ("prepare.py",), "arch")
