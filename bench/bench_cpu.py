@@ -1,11 +1,13 @@
 """Benchmark train.py's default CPU config: one real budgeted run, then the figures that matter.
 
-    flock /tmp/alr-cpu.lock .venv/bin/python bench/bench_cpu.py [--budget 300] [--threads N]
+    flock /tmp/alr-cpu.lock .venv/bin/python bench/bench_cpu.py [--budget 300] [--threads N] [--cold-compile]
 
 Prints throughput, MFU against the fp32 matmul peak train.py measured in the same run, the
 un-budgeted overhead (start-up, uncharged warm-up steps, evaluation) and its share of the budget,
 peak RSS and val_bpb, each next to the bar it is meant to reach. Uses the prepared dataset of
-ALR_DATASET / ALR_CACHE_DIR (run `python prepare.py` first).
+ALR_DATASET / ALR_CACHE_DIR (run `python prepare.py` first). torch.compile keeps its kernels in
+inductor's cache between runs; `--cold-compile` gives the run an empty cache, as the first run after
+an edit of the model's code has.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_train(device: str, budget: float, threads: int | None, run_dir: Path) -> float:
+def run_train(device: str, budget: float, threads: int | None, run_dir: Path, cold: bool = False) -> float:
     """Run train.py to completion, echoing its progress lines; returns wall seconds."""
     env = {**os.environ, "ALR_DEVICE": device, "ALR_TIME_BUDGET": str(budget), "ALR_RUN_DIR": str(run_dir)}
+    if cold:
+        env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="alr-inductor-")
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     start = time.time()
@@ -83,11 +87,14 @@ def main(device: str = "cpu", bars: dict[str, tuple[str, float]] | None = None, 
     parser.add_argument("--budget", type=float, default=default_budget, help="training seconds (ALR_TIME_BUDGET)")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the run")
     parser.add_argument("--keep", type=Path, default=None, help="keep metrics.jsonl/run_summary.json here")
+    parser.add_argument("--cold-compile", action="store_true", help="an empty torch.compile cache for this run")
     args = parser.parse_args()
     run_dir = args.keep or Path(tempfile.mkdtemp(prefix="alr-bench-"))
     run_dir.mkdir(parents=True, exist_ok=True)
-    wall = run_train(device, args.budget, args.threads, run_dir)
-    report(f"train.py on {device}, budget {args.budget:g}s, dataset {os.environ.get('ALR_DATASET', 'shakespeare')}",
+    wall = run_train(device, args.budget, args.threads, run_dir, args.cold_compile)
+    cache = "cold" if args.cold_compile else "warm or none"
+    report(f"train.py on {device}, budget {args.budget:g}s, dataset {os.environ.get('ALR_DATASET', 'shakespeare')}, "
+           f"compile cache {cache}",
            figures(run_dir, args.budget, wall), bars or {})
 
 

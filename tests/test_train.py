@@ -22,7 +22,7 @@ METRIC_KEYS = {"step", "train/loss", "train/loss_smooth", "train/lr_multiplier",
                "perf/mfu_percent", "time/training_seconds"}
 # A toy model: a few seconds of training still takes many steps.
 TINY_KNOBS = {"DEPTH": "2", "MODEL_DIM": "64", "HEAD_DIM": "32", "SEQ_LEN": "64",
-              "DEVICE_BATCH_SIZE": "4", "TOTAL_BATCH_SIZE": "512"}
+              "DEVICE_BATCH_SIZE": "4", "TOTAL_BATCH_SIZE": "512", "COMPILE": "False"}
 
 
 def edit_knobs(source: str, knobs: dict[str, str]) -> str:
@@ -108,7 +108,7 @@ def test_run_summary_json_records_knobs_results_and_commit(finished_run):
     workdir, proc, _ = finished_run
     data = json.loads((workdir / "out" / "run_summary.json").read_text())
     assert data["config"]["DEPTH"] == 2 and data["config"]["MODEL_DIM"] == 64  # the edited knobs
-    assert data["config"]["MATRIX_LR"] == 0.04 and "TIME_BUDGET" not in data["config"]
+    assert data["config"]["MATRIX_LR"] == 0.08 and "TIME_BUDGET" not in data["config"]  # an unedited default
     summary = parse_summary(proc.stdout)
     assert list(data["results"]) == SUMMARY_KEYS
     assert data["results"]["val_bpb"] == pytest.approx(float(summary["val_bpb"]), abs=1e-6)
@@ -133,3 +133,33 @@ def test_train_before_prepare_says_so_in_one_line_and_exits_2(tmp_path, project_
     assert proc.returncode == 2
     output = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(output) == 1 and "python prepare.py" in output[0], output
+
+
+def test_compiled_run_charges_only_the_steps_after_compiling(tmp_path, alr_env, project_root):
+    # The CPU default compiles: the first (compiling) step is not charged, the summary is complete.
+    workdir = make_workdir(project_root, tmp_path / "compiled", {**TINY_KNOBS, "COMPILE": "True"})
+    proc = run_train(workdir, alr_env, budget=2, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = parse_summary(proc.stdout)
+    assert int(summary["num_steps"]) > 2 and math.isfinite(float(summary["val_bpb"]))
+    steps = [json.loads(line) for line in (workdir / "out" / "metrics.jsonl").read_text().splitlines()][:-1]
+    assert steps[0]["time/training_seconds"] == 0.0  # the compile step is excluded from the budget
+    assert json.loads((workdir / "out" / "run_summary.json").read_text())["config"]["COMPILE"] is True
+
+
+def test_without_a_cxx_compiler_compile_is_turned_off_with_a_note(tmp_path, alr_env, project_root):
+    workdir = make_workdir(project_root, tmp_path / "nocc", {**TINY_KNOBS, "COMPILE": "True"})
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    proc = run_train(workdir, {**alr_env, "PATH": str(empty)}, budget=2)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "torch.compile is off" in proc.stdout and "g++" in proc.stdout
+    assert json.loads((workdir / "out" / "run_summary.json").read_text())["config"]["COMPILE"] is False
+
+
+def test_value_embeddings_and_dropout_knobs_train(tmp_path, alr_env, project_root):
+    workdir = make_workdir(project_root, tmp_path / "ve", {**TINY_KNOBS, "VALUE_EMBEDS": "True", "DROPOUT": "0.1"})
+    proc = run_train(workdir, alr_env, budget=2)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = parse_summary(proc.stdout)
+    assert math.isfinite(float(summary["val_bpb"])) and int(summary["num_steps"]) > 2

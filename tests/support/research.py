@@ -20,6 +20,7 @@ TINY_KNOBS = {
     "SEQ_LEN": 64,
     "DEVICE_BATCH_SIZE": 8,
     "TOTAL_BATCH_SIZE": 512,
+    "COMPILE": False,
 }
 
 
