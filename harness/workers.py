@@ -38,8 +38,28 @@ class RunTime:
     seconds: float
 
 
+class DeviceTime:
+    """Totals over `self.runs`, for anything that holds runs."""
+
+    runs: tuple[RunTime, ...]
+
+    @property
+    def run_hours(self) -> float:
+        return sum(r.seconds for r in self.runs) / 3600
+
+    @property
+    def gpu_hours(self) -> float:
+        """GPU-hours: each run's seconds times the GPUs it held."""
+        return sum(r.seconds * r.gpus for r in self.runs) / 3600
+
+    @property
+    def cpu_hours(self) -> float:
+        """CPU core-hours of the runs that had no GPU: seconds times the threads they were given."""
+        return sum(r.seconds * r.cpus for r in self.runs if not r.gpus) / 3600
+
+
 @dataclass(frozen=True)
-class WorkerUsage:
+class WorkerUsage(DeviceTime):
     """The runs of one worker on one device."""
 
     worker: int
@@ -50,51 +70,13 @@ class WorkerUsage:
     def commits(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(r.commit for r in self.runs))
 
-    @property
-    def hours(self) -> float:
-        return run_hours(self.runs)
-
-    @property
-    def gpu_hours(self) -> float:
-        return gpu_hours(self.runs)
-
-    @property
-    def cpu_hours(self) -> float:
-        return cpu_hours(self.runs)
-
-
-def run_hours(runs) -> float:
-    return sum(r.seconds for r in runs) / 3600
-
-
-def gpu_hours(runs) -> float:
-    """GPU-hours: each run's seconds times the GPUs it held."""
-    return sum(r.seconds * r.gpus for r in runs) / 3600
-
-
-def cpu_hours(runs) -> float:
-    """CPU core-hours of the runs that had no GPU: seconds times the threads they were given."""
-    return sum(r.seconds * r.cpus for r in runs if not r.gpus) / 3600
-
 
 @dataclass(frozen=True)
-class DeviceReport:
+class DeviceReport(DeviceTime):
     """All runs' device time, and the workers of the loop running now (None when none runs)."""
 
     runs: tuple[RunTime, ...] = ()
     live: dict | None = None  # workers.json of the running loop
-
-    @property
-    def gpu_hours(self) -> float:
-        return gpu_hours(self.runs)
-
-    @property
-    def cpu_hours(self) -> float:
-        return cpu_hours(self.runs)
-
-    @property
-    def run_hours(self) -> float:
-        return run_hours(self.runs)
 
     def by_worker(self) -> list[WorkerUsage]:
         groups: dict[tuple[int, str], list[RunTime]] = {}

@@ -50,6 +50,6 @@ def _row(u: WorkerUsage, by_commit: dict[str, Row], now: dict | None) -> str:
     more = len(u.commits) - MAX_LISTED
     if more > 0:
         listed.append(f'<span class="muted">and {more} more</span>')
-    cells = [f"w{u.worker}", e(u.device), state, str(len(u.runs)), f"{u.hours:.2f}", f"{u.gpu_hours:.2f}",
+    cells = [f"w{u.worker}", e(u.device), state, str(len(u.runs)), f"{u.run_hours:.2f}", f"{u.gpu_hours:.2f}",
              f"{u.cpu_hours:.2f}", "".join(listed)]
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
