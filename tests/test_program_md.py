@@ -38,7 +38,7 @@ def claude_bin() -> str:
 def research(tmp_path: Path, alr_env: dict[str, str]) -> Path:
     """A research repository as a user sets it up: the project's program.md and Claude Code
     settings committed with the code, then `harness init` (short budget, one baseline run)."""
-    repo = make_research_repo(tmp_path / "repo")
+    repo = make_research_repo(tmp_path / "repo", {"MATRIX_LR": 0.04})  # the value the scripted edit expects
     shutil.copy2(ROOT / "program.md", repo / "program.md")
     (repo / ".claude").mkdir()
     shutil.copy2(ROOT / ".claude" / "settings.json", repo / ".claude" / "settings.json")
