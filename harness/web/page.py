@@ -34,8 +34,9 @@ def body(d: ReportData) -> str:
     if d.empty:
         return warnings + (
             '<section id="empty"><h2>Nothing yet</h2><p>No experiment has been recorded in '
-            "<code>.auto-log-research/results.tsv</code>. Start the research with <code>harness loop</code>; "
-            "this page fills in as experiments land.</p></section>"
+            "<code>.auto-log-research/results.tsv</code>. Start the research with <code>harness init</code> "
+            "(it measures the baseline), then <code>harness loop</code>; this page fills in as experiments land."
+            "</p></section>"
         )
     parts = [
         section("summary", "Summary", sections.summary(d)),
