@@ -179,7 +179,7 @@ class GPT(nn.Module):
         self.x0_lambdas = nn.Parameter(torch.full((DEPTH,), 0.1))
         # Value embeddings (ResFormer / modded-nanogpt): one more token table per block, cheap FLOPs.
         self.value_embeds = nn.ModuleList(nn.Embedding(vocab_size, MODEL_DIM) for _ in range(DEPTH if VALUE_EMBEDS else 0))
-        self.ve_lambdas = nn.Parameter(torch.full((DEPTH,), 0.5))
+        self.ve_lambdas = nn.Parameter(torch.full((len(self.value_embeds),), 0.5))
         cos, sin = rotary_tables(MAX_SEQ_LEN, HEAD_DIM, ROPE_BASE, self.wte.weight.device)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
@@ -204,21 +204,20 @@ class GPT(nn.Module):
         x = x0 = norm(self.wte(idx))
         for i, block in enumerate(self.blocks):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
-            ve = self.ve_lambdas[i] * norm(self.value_embeds[i](idx)) if VALUE_EMBEDS else None
+            ve = self.ve_lambdas[i] * norm(self.value_embeds[i](idx)) if self.value_embeds else None
             x = block(x, ve, cos, sin)
         logits = self.lm_head(norm(x)).float()
-        if LOGIT_SOFTCAP and not torch.is_grad_enabled():  # evaluation: cap in place, no extra (B, T, V) copies
-            logits = logits.div_(LOGIT_SOFTCAP).tanh_().mul_(LOGIT_SOFTCAP)
-        elif LOGIT_SOFTCAP:
+        if LOGIT_SOFTCAP and torch.is_grad_enabled():
             logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
+        elif LOGIT_SOFTCAP:  # evaluation: cap in place, no extra (B, T, V) copies
+            logits = logits.div_(LOGIT_SOFTCAP).tanh_().mul_(LOGIT_SOFTCAP)
         if targets is None:
             return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
     def matmul_params(self):
-        """Parameters used in matmuls (the embedding is a lookup, the scalars are negligible)."""
-        lookups = [self.wte.weight, *(ve.weight for ve in self.value_embeds)]
-        return sum(p.numel() for p in self.parameters() if p.dim() == 2) - sum(p.numel() for p in lookups)
+        """Parameters used in matmuls: the Linear layers' (embeddings are lookups, scalars negligible)."""
+        return sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
 
 
 # ---------------------------------------------------------------------------------------------
