@@ -26,6 +26,9 @@ RECORDED = ("editable", "run_command", "metric", "direction", "reader", "pattern
 MEASUREMENT = tuple(k for k in RECORDED if k != "editable")
 
 
+DEFAULT_BUDGET = 300.0  # seconds: prepare.py's TIME_BUDGET, the budget train.py's defaults were chosen at
+
+
 @dataclass(frozen=True)
 class Target:
     """What is edited, how it is run, and how the result is read and judged."""
@@ -37,7 +40,7 @@ class Target:
     reader: str = "summary"  # how to read the metric from a run: see harness/metric.py
     pattern: str | None = None  # regex (reader=regex) or "file.json:key.path" (reader=json)
     immutable: tuple[str, ...] | None = None  # None: prepare.py, analyze.py (default target) or none
-    budget: float = 300.0  # seconds of training (the run's own wall clock for other commands)
+    budget: float = DEFAULT_BUDGET  # seconds of training (the run's own wall clock for other commands)
     description: str = ""
 
     def __post_init__(self) -> None:

@@ -80,9 +80,10 @@ class ScriptedLoop:
         source = (self.repo / self.file).read_text()
         return {k.name: k.value for k in kn.read_knobs(source, python=kn.is_python(self.file)).values()}
 
-    def context(self, in_flight: tuple[str, ...] = ()) -> AgentContext:
+    def context(self, in_flight: tuple[str, ...] = (), budget: float = 300.0) -> AgentContext:
         return AgentContext(workdir=self.repo, archive_dir=self.archive, experiment=self.experiment,
-                            target=TargetInfo(editable=(self.file,)), prompt="", in_flight=in_flight)
+                            target=TargetInfo(editable=(self.file,), budget=budget), prompt="",
+                            in_flight=in_flight)
 
     def propose(self, **kw):
         return OfflineAgent().propose(self.context(**kw))
@@ -108,8 +109,8 @@ class ScriptedLoop:
         self.experiment += 1
         return row
 
-    def step(self, status: str | None = None):
-        proposal = self.propose()
+    def step(self, status: str | None = None, **kw):
+        proposal = self.propose(**kw)
         row = self.record(proposal, status)
         return proposal, row
 
@@ -202,6 +203,23 @@ def test_steps_adapt_to_keeps_and_discards(loop: ScriptedLoop):
     # both sides of WARMDOWN_RATIO failed: a smaller step toward the less bad side (up: Δ -0.03 < +0.05)
     p, _ = loop.step(status="discard")
     assert p.description.startswith("WARMDOWN_RATIO 0.5 -> 0.5505 (both directions were discarded; a smaller step upward")
+
+
+def test_a_short_budget_shrinks_the_model_first(loop: ScriptedLoop):
+    p, _ = loop.step(status="discard", budget=60)
+    assert p.description == ("DEPTH 4 -> 3 (first try of this knob; runs get 60 s, under the 300 s the defaults"
+                             " were chosen at: the compute-optimal model is smaller)")
+    p, _ = loop.step(status="discard", budget=60)  # then the usual order
+    assert p.description.startswith("MATRIX_LR 0.04 -> 0.06 (first try")
+
+
+def test_a_short_budget_shrinks_the_width_before_the_depth(tmp_path: Path):
+    loop = ScriptedLoop(tmp_path, TRAIN.replace("DEPTH = 4 ", "DEPTH = 4\nMODEL_DIM = 256 "), score=lambda v: 1.0)
+    assert loop.propose(budget=60).description.startswith("MODEL_DIM 256 -> 128 (first try of this knob; runs get 60 s")
+    git(loop.repo, "checkout", "-q", "train.py")
+    assert loop.propose(budget=150).description.startswith("MODEL_DIM 256 -> 128")  # half counts as short
+    git(loop.repo, "checkout", "-q", "train.py")
+    assert loop.propose(budget=151).description.startswith("MATRIX_LR 0.04 -> 0.06 (first try")
 
 
 def test_thirty_rounds_never_repeat_and_make_progress(loop: ScriptedLoop):

@@ -10,6 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
+from harness.config import DEFAULT_BUDGET
+
 MAX_DESCRIPTION = 300  # characters of a proposal's description taken from the model's answer
 NO_DESCRIPTION = "(the agent gave no description)"
 GUIDANCE_START, GUIDANCE_END = "<!-- harness:guidance -->", "<!-- /harness:guidance -->"
@@ -27,7 +29,7 @@ class TargetInfo:
     direction: str = "min"  # "min": lower is better; "max": higher is better
     description: str = ""  # one paragraph on what is being optimized, for prompts
     immutable: tuple[str, ...] = ("prepare.py", "analyze.py")  # the fixed measurement: never edited
-    budget: float = 300.0  # seconds per run
+    budget: float = DEFAULT_BUDGET  # seconds per run
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ has any: a Python file's assignments, or any other file's `KEY = number` / `KEY:
 Knobs that usually matter in a short budget (learning rates, schedule fractions, model size,
 batch size, weight decay) come first, each with the direction a short budget tends to favour;
 any other knob follows, upward first. Which way is better (min or max) comes from the target.
+When runs get at most half of the 300 s budget train.py's defaults were chosen at, the model's
+width and depth come first, downward: the compute-optimal model shrinks with the compute (at a
+60 s budget, width 128 -> 64 was the largest single gain measured on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 
 from harness import knobs as kn
 from harness.agents.base import AgentContext, Proposal
+from harness.config import DEFAULT_BUDGET
 from harness.errors import AgentError, UsageError
 from harness.ledger import Ledger, Row
 from harness.notes import Idea, Notes
@@ -64,6 +68,12 @@ _PRIORS: tuple[tuple[str, int, str], ...] = (
     (r"SEQ_LEN|BLOCK_SIZE|CONTEXT_LEN", -1, "shorter sequences are cheaper per token"),
     (r"DEVICE_BATCH|MICRO_BATCH", -1, "the micro-batch sets throughput"),
 )
+# With a budget of at most SHORT_BUDGET x the tuned one, these come before all of _PRIORS.
+SHORT_BUDGET = 0.5
+_SHORT_PRIORS: tuple[tuple[str, int, str], ...] = (
+    (r"MODEL_DIM|N_EMBD|D_MODEL|WIDTH|HIDDEN_SIZE|EMBED_DIM", -1, "the compute-optimal model is smaller"),
+    (r"^DEPTH$|N_LAYERS?$|NUM_LAYERS?$|^LAYERS$", -1, "the compute-optimal model is smaller"),
+)
 _FRACTION = re.compile(r"RATIO|FRAC|FRACTION|BETA|MOMENTUM|DROPOUT|PROB|PCT|RATE_DECAY")
 _ZERO_START = {True: 0.05, False: 0.1}  # first non-zero value of a knob at 0.0 (fraction?, other)
 
@@ -76,8 +86,14 @@ def is_tunable(knob: kn.Knob) -> bool:
     return not knob.fixed and not _SKIP.search(knob.name)
 
 
-def prior(name: str) -> tuple[int, int, str]:
-    """(rank, first direction, why) for a knob name; unknown names come last, upward."""
+def prior(name: str, budget: float = DEFAULT_BUDGET) -> tuple[int, int, str]:
+    """(rank, first direction, why) for a knob name at a run budget of `budget` seconds; unknown
+    names come last, upward. A short budget puts the model-size knobs first, downward."""
+    if budget <= SHORT_BUDGET * DEFAULT_BUDGET:
+        for rank, (pattern, direction, why) in enumerate(_SHORT_PRIORS):
+            if re.search(pattern, name):
+                return rank - len(_SHORT_PRIORS), direction, (
+                    f"runs get {budget:g} s, under the {DEFAULT_BUDGET:g} s the defaults were chosen at: {why}")
     for rank, (pattern, direction, why) in enumerate(_PRIORS):
         if re.search(pattern, name):
             return rank, direction, why
@@ -167,13 +183,17 @@ class History:
     rows: list[Row] = field(default_factory=list)
     direction: str = "min"
     python: bool = True  # the file's knobs are Python assignments (else config lines)
+    budget: float = DEFAULT_BUDGET  # seconds per run: it orders the knobs (see prior)
+
+    def prior(self, name: str) -> tuple[int, int, str]:
+        return prior(name, self.budget)
 
     def leads(self) -> dict[int, Move]:
         """Per experiment, the move it is about: the highest-priority knob it changed (a batch
         size moved together with the micro-batch that keeps an assert true is a batch-size move)."""
         out: dict[int, Move] = {}
         for m in self.moves:
-            if m.experiment not in out or prior(m.name)[0] < prior(out[m.experiment].name)[0]:
+            if m.experiment not in out or self.prior(m.name)[0] < self.prior(out[m.experiment].name)[0]:
                 out[m.experiment] = m
         return out
 
@@ -236,8 +256,8 @@ def _values(source: str | None, python: bool = True) -> dict[str, int | float] |
 
 
 def build_history(rows: list[Row], files: _Files, extra_commits: list[str], direction: str = "min",
-                  python: bool = True) -> History:
-    history = History(rows=rows, direction=direction, python=python)
+                  python: bool = True, budget: float = DEFAULT_BUDGET) -> History:
+    history = History(rows=rows, direction=direction, python=python, budget=budget)
     last_kept: str | None = None
     for row in rows:
         text = files.at(row.commit)
@@ -395,7 +415,7 @@ class OfflineAgent:
         rows = Ledger(ctx.archive_dir / "results.tsv", ctx.target.metric).rows()
         extra = list(repo.refs(ATTEMPT_REFS).values()) if repo is not None else []
         return build_history(rows, _Files(repo, ctx.archive_dir, path), extra, ctx.target.direction,
-                             kn.is_python(path))
+                             kn.is_python(path), ctx.target.budget)
 
     # -- learning: insights and ideas from what the ledger says --------------------------------
 
@@ -404,7 +424,7 @@ class OfflineAgent:
         if recorded and notes.insights_path.exists():
             last = recorded[-1]
             moves = sorted((m for m in history.moves if m.experiment == last.experiment),
-                           key=lambda m: prior(m.name)[0])  # the move it is about first
+                           key=lambda m: history.prior(m.name)[0])  # the move it is about first
             if moves and last.status in ("keep", "discard", "crash") and not notes.has_insight(last.experiment):
                 notes.append_insight(_lesson(moves, last, ctx.target.metric, ctx.target.direction),
                                      last.experiment)
@@ -463,7 +483,7 @@ class OfflineAgent:
         tunable = [k for k in knobs.values() if is_tunable(k)]
         file_order = {k.name: i for i, k in enumerate(tunable)}
         last_try = {m.name: m.experiment for m in history.moves}
-        ordered = sorted(tunable, key=lambda k: (last_try.get(k.name, -1), prior(k.name)[0], file_order[k.name]))
+        ordered = sorted(tunable, key=lambda k: (last_try.get(k.name, -1), history.prior(k.name)[0], file_order[k.name]))
         recorded = [r for r in history.rows if r.commit != "-"]
         if recorded and recorded[-1].status == "keep":
             won = history.leads().get(recorded[-1].experiment)
@@ -475,7 +495,7 @@ class OfflineAgent:
     def _plan(knob: kn.Knob, history: History) -> list[tuple[int, int, str]]:
         """(direction, level, why) to try for this knob, best first, from its own record."""
         moves = history.moves_of(knob.name)
-        first, why_first = prior(knob.name)[1], prior(knob.name)[2]
+        _, first, why_first = history.prior(knob.name)
         plan: list[tuple[int, int, str]] = []
         if not moves:
             plan.append((first, 0, f"first try of this knob; {why_first}"))
