@@ -16,6 +16,7 @@ from support.research import harness, harness_env
 from harness import knobs as kn
 from harness.agents.base import AgentContext, TargetInfo
 from harness.agents.offline import OfflineAgent, fingerprint, step_value
+from harness.config import DEFAULT_BUDGET
 from harness.errors import AgentError
 from harness.ledger import Ledger, Row
 from harness.notes import Notes
@@ -80,7 +81,7 @@ class ScriptedLoop:
         source = (self.repo / self.file).read_text()
         return {k.name: k.value for k in kn.read_knobs(source, python=kn.is_python(self.file)).values()}
 
-    def context(self, in_flight: tuple[str, ...] = (), budget: float = 300.0) -> AgentContext:
+    def context(self, in_flight: tuple[str, ...] = (), budget: float = DEFAULT_BUDGET) -> AgentContext:
         return AgentContext(workdir=self.repo, archive_dir=self.archive, experiment=self.experiment,
                             target=TargetInfo(editable=(self.file,), budget=budget), prompt="",
                             in_flight=in_flight)

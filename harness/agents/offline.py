@@ -51,15 +51,17 @@ _SKIP = re.compile(
     r"SEED|(^|_)LOG(_|$)|LOGGING|(^|_)EVAL(_|$)|EVERY|INTERVAL|VERBOSE|DEBUG|PRINT|SAVE|CHECKPOINT|"
     r"UNCHARGED|BUDGET|TIME_LIMIT|^T_START$|NUM_WORKERS|PROFILE"
 )
+_DEPTH = r"^DEPTH$|N_LAYERS?$|NUM_LAYERS?$|^LAYERS$"
+_WIDTH = r"MODEL_DIM|N_EMBD|D_MODEL|WIDTH|HIDDEN_SIZE|EMBED_DIM"
 # (pattern, first direction, why): earlier rows are tried first. Directions are the usual
 # lessons of short, wall-clock-bounded runs: fewer, larger steps lose to more, hotter ones.
 _PRIORS: tuple[tuple[str, int, str], ...] = (
     (r"^MATRIX_LR$|^LR$|^LEARNING_RATE$|^PEAK_LR$", +1, "short budgets usually favour a higher LR"),
     (r"TOTAL_BATCH|^BATCH_SIZE$|BATCH_TOKENS", -1, "smaller batches mean more optimizer steps"),
-    (r"^DEPTH$|N_LAYERS?$|NUM_LAYERS?$|^LAYERS$", -1, "a smaller model takes more steps in the same time"),
+    (_DEPTH, -1, "a smaller model takes more steps in the same time"),
     (r"WARMDOWN|COOLDOWN|DECAY_RATIO", +1, "a longer LR decay often helps short runs"),
     (r"_LR$|^LR_|LEARNING_RATE", +1, "short budgets usually favour a higher LR"),
-    (r"MODEL_DIM|N_EMBD|D_MODEL|WIDTH|HIDDEN_SIZE|EMBED_DIM", -1, "a smaller model takes more steps in the same time"),
+    (_WIDTH, -1, "a smaller model takes more steps in the same time"),
     (r"WEIGHT_DECAY|^WD$", +1, "some weight decay often regularizes"),
     (r"WARMUP", -1, "short runs waste little time warming up"),
     (r"FINAL_LR|MIN_LR|LR_FRAC", +1, "a non-zero final LR keeps learning to the end"),
@@ -71,8 +73,8 @@ _PRIORS: tuple[tuple[str, int, str], ...] = (
 # With a budget of at most SHORT_BUDGET x the tuned one, these come before all of _PRIORS.
 SHORT_BUDGET = 0.5
 _SHORT_PRIORS: tuple[tuple[str, int, str], ...] = (
-    (r"MODEL_DIM|N_EMBD|D_MODEL|WIDTH|HIDDEN_SIZE|EMBED_DIM", -1, "the compute-optimal model is smaller"),
-    (r"^DEPTH$|N_LAYERS?$|NUM_LAYERS?$|^LAYERS$", -1, "the compute-optimal model is smaller"),
+    (_WIDTH, -1, "the compute-optimal model is smaller"),
+    (_DEPTH, -1, "the compute-optimal model is smaller"),
 )
 _FRACTION = re.compile(r"RATIO|FRAC|FRACTION|BETA|MOMENTUM|DROPOUT|PROB|PCT|RATE_DECAY")
 _ZERO_START = {True: 0.05, False: 0.1}  # first non-zero value of a knob at 0.0 (fraction?, other)
