@@ -1,32 +1,27 @@
 """Plain-text views of the record for the terminal: one attempt per line, the status page.
 
 Every view says which way the metric is better (a header, or words after the value), and each
-Δ (value minus the best before it) is followed by `better` or `worse`, so a reader never has to
-remember whether a negative Δ is good."""
+Δ (value minus the best before it) is followed by `better`, `worse` or `within noise` (better,
+but by no more than the margin that decision used), so a reader never has to remember whether a
+negative Δ is good, nor mistake a gain the noise can explain for a real one."""
 
 from __future__ import annotations
 
 import time
 
 from harness.config import Target
+from harness.decide import delta_word
 from harness.lab import Lab
 from harness.ledger import Row
 from harness.lock import held, read
 from harness.parallel import status_lines
 
 
-def verdict(delta: float, direction: str) -> str:
-    """`better`, `worse` or `same` for a Δ of value minus the best before it."""
-    if delta == 0:
-        return "same"
-    return "better" if (delta < 0) == (direction == "min") else "worse"
-
-
 def row_line(row: Row | None, metric: str, direction: str = "min") -> str:
     if row is None:
         return "no experiments yet"
     value = "-" if row.value is None else f"{row.value:.6f}"
-    delta = "" if row.delta is None else f"  Δ {row.delta:+.4f} {verdict(row.delta, direction)}"
+    delta = "" if row.delta is None else f"  Δ {row.delta:+.4f} {delta_word(row.delta, direction, row.margin)}"
     margin = "" if row.margin is None or row.delta is None else f" (margin {row.margin:.4f})"
     failure = f"  [{row.failure}]" if row.failure else ""
     return (f"#{row.experiment:03d} {row.short:7} {row.status:<11} {metric} {value}{delta}{margin}  "

@@ -115,6 +115,18 @@ def test_harness_run_records_a_manual_edit(toy: Path):
     assert "nothing to run" in result.output
 
 
+def test_a_gain_inside_the_margin_reads_within_noise_not_better(toy: Path):
+    """X 3 -> 2.999 lowers the loss by 0.004, under the 0.01 margin: discarded, and every view
+    says so instead of calling the discarded change `better`."""
+    (toy / "model.py").write_text((toy / "model.py").read_text().replace("X = 3.0", "X = 2.999"))
+    invoke(toy, "run", "-m", "nudge X", "-q")
+    last = rows(toy)[-1]
+    assert last.status == "discard" and -0.01 < last.delta < 0
+    assert f"discard     loss {last.value:.6f}  Δ {last.delta:+.4f} within noise (margin 0.0100)  nudge X" in (
+        invoke(toy, "log").output)
+    assert f"delta vs best: {last.delta:+.6f} (within noise; best" in git(toy, "notes", "show", last.commit)
+
+
 def _wait_for(pred, timeout=60.0):
     end = time.time() + timeout
     while time.time() < end:
