@@ -69,6 +69,16 @@ class Target:
         """How much better `value` is than `best` (positive means better), in metric units."""
         return best - value if self.direction == "min" else value - best
 
+    def delta_word(self, delta: float, margin: float | None = None) -> str:
+        """`better`, `worse`, `same`, or `within noise` (better, by no more than `margin`), for a
+        Δ of a value minus the best before it."""
+        gain = self.improvement(delta, 0.0)
+        if gain == 0:
+            return "same"
+        if gain < 0:
+            return "worse"
+        return "within noise" if margin is not None and gain <= margin else "better"
+
 
 @dataclass(frozen=True)
 class Noise:

@@ -67,16 +67,6 @@ def judge(value: float | None, best: float, margin: float, target: Target, *, fi
     return Verdict("discard", delta, gain, why)
 
 
-def delta_word(delta: float, direction: str, margin: float | None = None) -> str:
-    """`better`, `worse`, `same`, or `within noise` (better, by no more than `margin`), for a Δ of a
-    value minus the best before it, in a metric whose `direction` is "min" or "max"."""
-    if delta == 0:
-        return "same"
-    if (delta < 0) != (direction == "min"):
-        return "worse"
-    return "within noise" if margin is not None and abs(delta) <= margin else "better"
-
-
 def mean(values: Iterable[float]) -> float:
     vals = list(values)
     return sum(vals) / len(vals)

@@ -21,7 +21,7 @@ from pathlib import Path
 from harness import analysis, atomic, integrity, run_files, runcheck, runner
 from harness.agents.base import Usage
 from harness.config import Config
-from harness.decide import NoiseFloor, delta_word, judge, mean, noise_floor
+from harness.decide import NoiseFloor, judge, mean, noise_floor
 from harness.errors import FatalError, UsageError
 from harness.events import Event, Reporter, null_reporter
 from harness.executors import run_device
@@ -367,7 +367,7 @@ class Lab:
         value = "none" if row.value is None else f"{row.value:.6f}"
         lines = [f"{t.metric}: {value} ({t.better_word})   status: {row.status}   experiment: {row.experiment}"]
         if row.delta is not None and row.best_before is not None:
-            word = delta_word(row.delta, t.direction, row.margin)
+            word = t.delta_word(row.delta, row.margin)
             lines.append(f"delta vs best: {row.delta:+.6f} ({word}; best {row.best_before:.6f}, "
                          f"margin {row.margin or 0:.6f})")
         if row.runs:

@@ -10,21 +10,20 @@ from __future__ import annotations
 import time
 
 from harness.config import Target
-from harness.decide import delta_word
 from harness.lab import Lab
 from harness.ledger import Row
 from harness.lock import held, read
 from harness.parallel import status_lines
 
 
-def row_line(row: Row | None, metric: str, direction: str = "min") -> str:
+def row_line(row: Row | None, target: Target) -> str:
     if row is None:
         return "no experiments yet"
     value = "-" if row.value is None else f"{row.value:.6f}"
-    delta = "" if row.delta is None else f"  Δ {row.delta:+.4f} {delta_word(row.delta, direction, row.margin)}"
+    delta = "" if row.delta is None else f"  Δ {row.delta:+.4f} {target.delta_word(row.delta, row.margin)}"
     margin = "" if row.margin is None or row.delta is None else f" (margin {row.margin:.4f})"
     failure = f"  [{row.failure}]" if row.failure else ""
-    return (f"#{row.experiment:03d} {row.short:7} {row.status:<11} {metric} {value}{delta}{margin}  "
+    return (f"#{row.experiment:03d} {row.short:7} {row.status:<11} {target.metric} {value}{delta}{margin}  "
             f"{row.description}{failure}")
 
 
@@ -44,7 +43,7 @@ def log_text(lab: Lab, limit: int | None = None) -> str:
     if limit:
         rows = rows[-limit:]
     t = lab.cfg.target
-    lines = [row_line(r, t.metric, t.direction) for r in rows]
+    lines = [row_line(r, t) for r in rows]
     return "\n".join([header(t), *lines]) if lines else "no experiments yet"
 
 
@@ -78,5 +77,5 @@ def status_text(lab: Lab) -> str:
         lines.append("running     nothing")
     lines += status_lines(lab.archive, running=running)
     lines.append("last        (Δ vs the best before each attempt)")
-    lines += ["  " + row_line(r, t.metric, t.direction) for r in rows[-5:]]
+    lines += ["  " + row_line(r, t) for r in rows[-5:]]
     return "\n".join(lines)
